@@ -1,0 +1,175 @@
+"""The Method contract: a frozen dataclass of hyperparameters + ``prepare`` + ``train_step``.
+
+A method turns a loaded backbone into the module that is trained, with ``requires_grad`` set
+exactly on what it trains (``prepare``), and says how one optimisation step runs
+(``train_step``: backprop + AdamW by default; MeZO overrides it). Its step reports its phases
+to a :class:`StepHooks`, which is how measurement code (FLOP counting, backward reads,
+autocast) wraps forward / backward / optimizer without each method knowing about it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+from spbench.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from spbench.backbones import Backbone
+    from spbench.objectives import Objective
+
+
+class StepHooks:
+    """Context managers around a step's phases. The default does nothing.
+
+    Measurement code subclasses it (``spbench.measure``); a method calls ``hooks.phase(name)``
+    with name "forward", "backward" or "optimizer".
+    """
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        yield
+
+
+NO_HOOKS = StepHooks()
+
+
+def set_trainable(model: "nn.Module", predicate: Any) -> None:
+    """Freeze everything, then unfreeze parameters whose qualified name satisfies ``predicate``."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(bool(predicate(name)))
+
+
+def trainable_parameters(model: "nn.Module") -> list["torch.Tensor"]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def head_module_names(model: "nn.Module") -> list[str]:
+    """Top-level modules of a transformers ``*For*`` model other than the backbone itself:
+    the task head (``classifier``, ``pre_classifier``, ``lm_head``, ...)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return [name for name, child in model.named_children()
+            if name != prefix and any(True for _ in child.parameters())]
+
+
+@dataclass(frozen=True)
+class Method:
+    """Base of every method. Subclasses add hyperparameter fields with defaults.
+
+    ``lr`` and ``weight_decay`` configure the default AdamW; ``objective`` names what the
+    method works with by default ("classification" or "prompt").
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+
+    def prepare(self, backbone: "Backbone") -> "nn.Module":
+        """Return the module to train, with ``requires_grad`` set exactly."""
+        raise NotImplementedError
+
+    def make_optimizer(self, model: "nn.Module", foreach: bool | None = None) -> "torch.optim.Optimizer":
+        """AdamW over the trainable parameters (``foreach`` as CUDA would choose it, or not)."""
+        import torch
+
+        params = trainable_parameters(model)
+        if not params:
+            raise ValueError(f"method {self.name!r} left no trainable parameter")
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, foreach=foreach)
+
+    def train_step(self, model: "nn.Module", batch: dict[str, "torch.Tensor"],
+                   optimizer: "torch.optim.Optimizer", objective: "Objective",
+                   hooks: StepHooks = NO_HOOKS) -> "torch.Tensor":
+        """One backprop step; returns the detached loss (no ``.item()``: it must run on fake tensors)."""
+        with hooks.phase("forward"):
+            loss = objective.loss(model, batch)
+        with hooks.phase("backward"):
+            loss.backward()
+        with hooks.phase("optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    @property
+    def uses_backward(self) -> bool:
+        return True
+
+    def config(self) -> dict[str, Any]:
+        """Hyperparameters as a plain dict (``method_config`` in results)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_overrides(cls, overrides: dict[str, str] | None = None) -> "Method":
+        """Build with ``--set key=value`` strings, each parsed to the field's declared type."""
+        overrides = dict(overrides or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, raw in overrides.items():
+            if key not in fields:
+                raise ValueError(
+                    f"method {cls.name!r} has no hyperparameter {key!r}; it has: {', '.join(sorted(fields))}"
+                )
+            kwargs[key] = parse_value(raw, hints[key], key)
+        return cls(**kwargs)
+
+
+def parse_value(raw: Any, hint: Any, key: str) -> Any:
+    """Parse a ``--set`` string into the annotated type (bool, int, float, str, tuple, Optional)."""
+    if not isinstance(raw, str):
+        return raw
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if raw.lower() in ("none", "null", "") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return parse_value(raw, arg, key)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(f"{key}={raw!r}: " + "; ".join(errors))
+    if origin is tuple:
+        items = [s for s in raw.split(",") if s.strip()]
+        inner = args[0] if args else str
+        return tuple(parse_value(s.strip(), inner, key) for s in items)
+    if typing.get_origin(hint) is typing.Literal:
+        if raw not in args:
+            raise ValueError(f"{key} must be one of {', '.join(map(str, args))}, not {raw!r}")
+        return raw
+    if hint is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key} expects true/false, not {raw!r}")
+    if hint in (int, float):
+        try:
+            return hint(raw)
+        except ValueError:
+            raise ValueError(f"{key} expects {hint.__name__}, not {raw!r}") from None
+    return raw
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(name: str) -> Any:
+    """Class decorator: register a Method subclass under ``name`` (also sets ``cls.name``)."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        METHODS.register(name)(cls)
+        cls.name = name
+        return cls
+
+    return deco
