@@ -41,6 +41,7 @@ METRICS: dict[str, Metric] = {
         Metric("params_total", "count", False, "parameters", True),
         Metric("params_trainable", "count", False, "trainable parameters", True),
         Metric("params_backward_read", "count", False, "parameters read by backward", True),
+        Metric("params_with_grad", "count", True, "trainable parameters reached by the gradient", True),
         Metric("flops_forward", "flops", False, "forward FLOPs", True),
         Metric("flops_backward", "flops", False, "backward FLOPs", True),
         Metric("step_time_s", "s", False, "step time"),

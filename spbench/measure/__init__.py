@@ -1,0 +1,1 @@
+"""Measurement: memory (measured and predicted), parameter counts, FLOPs, step time."""

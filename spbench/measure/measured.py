@@ -1,0 +1,71 @@
+"""Measured figures of a case on its real device: peak memory of one steady-state step.
+
+CUDA protocol (DESIGN.md): warm-up step; synchronize; reset_peak_memory_stats; step;
+synchronize; max_memory_allocated / max_memory_reserved; NVML per-process used memory (which
+includes the CUDA context the allocator cannot see). CPU: MemTracker on the real step.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import torch
+
+from spbench.case import Built, ChainHooks, autocast_for, step_fn
+from spbench.measure.memory import no_gc
+
+
+def nvml_used_bytes(device_index: int) -> int | None:
+    """This process's used GPU memory per NVML, or None where NVML cannot tell."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
+                    return int(proc.usedGpuMemory)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # NVML missing or not permitted: not measured, so absent
+        return None
+    return None
+
+
+def measure_built(built: Built) -> tuple[dict[str, Any], Callable[[], torch.Tensor]]:
+    """Move the case to its device, run a warm-up step, measure the next one's peak.
+
+    Returns the metrics and the (synchronisation-free) step function for timing.
+    """
+    device = built.case.device
+    built.model.to(device)
+    built.batch = {k: v.to(device) for k, v in built.batch.items()}
+    dev_type = torch.device(device).type
+    hooks = ChainHooks(autocast=autocast_for(built.case, dev_type))
+    optimizer = built.method.make_optimizer(built.model)
+    step = step_fn(built, optimizer, hooks)
+    metrics: dict[str, Any] = {}
+    step()  # warm-up: optimizer state exists from here on
+    if dev_type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        with no_gc():  # as on the CPU and in the prediction: cycles freed at one point
+            step()
+            torch.cuda.synchronize()
+        metrics["peak_bytes"] = int(torch.cuda.max_memory_allocated())
+        metrics["reserved_peak_bytes"] = int(torch.cuda.max_memory_reserved())
+        used = nvml_used_bytes(torch.device(device).index or torch.cuda.current_device())
+        if used is not None:
+            metrics["nvml_used_bytes"] = used
+    else:
+        peak = tracked_peak_cpu(step, built, optimizer)
+        metrics["peak_bytes"] = peak
+    return metrics, step
+
+
+def tracked_peak_cpu(step: Callable[[], Any], built: Built, optimizer: torch.optim.Optimizer) -> int:
+    from spbench.measure.memory import tracked_peak
+
+    return tracked_peak(step, built.model, optimizer, list(built.batch.values()))["peak_bytes"]

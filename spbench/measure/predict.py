@@ -1,0 +1,72 @@
+"""Predicted CUDA figures of a case: its step on fake tensors with CUDA's choices emulated.
+
+Deterministic to the byte and independent of the machine: this is what ``spbench check``
+gates. Also counts FLOPs and the parameters backward reads on the same fake step, and
+predicts the no-grad forward of the same batch on the untouched backbone (the floor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from spbench.case import Built, Case, ChainHooks, autocast_for, build, step_fn
+from spbench.measure.flops import FlopHooks
+from spbench.measure.memory import cuda_emulation, fake_mode, fakeify, tracked_peak
+from spbench.measure.params import BackwardReadHooks, count_params
+
+
+def _fake_batch(batch: dict[str, torch.Tensor], mode: Any) -> dict[str, torch.Tensor]:
+    return {k: mode.from_tensor(v) for k, v in batch.items()}
+
+
+def predict_built(built: Built, plain: torch.nn.Module | None = None,
+                  emulate_cuda: bool = True) -> dict[str, Any]:
+    """Deterministic figures of a built case (the model is turned fake in place).
+
+    ``emulate_cuda=False`` keeps CPU's choices (the fake peak then equals the real CPU
+    tracker's peak, which the tests check).
+    """
+    metrics: dict[str, Any] = dict(count_params(built.model))
+    mode = fake_mode()
+    fakeify(built.model, mode)
+    built.batch = _fake_batch(built.batch, mode)
+    autocast = autocast_for(built.case, "cpu")
+    with mode, (cuda_emulation() if emulate_cuda else contextlib.nullcontext()):
+        optimizer = built.method.make_optimizer(built.model, foreach=True if emulate_cuda else None)
+        flops, reads = FlopHooks(), BackwardReadHooks(built.model)
+        # Warm-up step: creates the optimizer state (steady state) and counts FLOPs / reads.
+        step_fn(built, optimizer, ChainHooks(flops, reads, autocast=autocast))()
+        peak = tracked_peak(step_fn(built, optimizer, ChainHooks(autocast=autocast)),
+                            built.model, optimizer, list(built.batch.values()))
+    metrics["predicted_cuda_peak_bytes"] = peak.pop("peak_bytes")
+    metrics.update(peak)
+    metrics["flops_forward"] = flops.flops["forward"]
+    metrics["flops_backward"] = flops.flops["backward"]
+    if built.method.uses_backward:
+        metrics["params_backward_read"] = reads.reads.numel()
+        metrics["params_with_grad"] = reads.with_grad
+    if plain is not None:
+        metrics["predicted_inference_peak_bytes"] = predict_inference(built, plain, mode)
+    return metrics
+
+
+def predict_inference(built: Built, plain: torch.nn.Module, mode: Any) -> int:
+    """Predicted peak of a no-grad eval forward of the same batch on the untouched backbone."""
+    fakeify(plain, mode)
+    plain.eval()
+    autocast = autocast_for(built.case, "cpu")
+
+    def forward() -> None:
+        with torch.no_grad(), ChainHooks(autocast=autocast).phase("forward"):
+            built.objective.logits(plain, built.batch)
+
+    with mode, cuda_emulation():
+        return tracked_peak(forward, plain, list(built.batch.values()))["peak_bytes"]
+
+
+def predict(case: Case) -> tuple[dict[str, Any], Built]:
+    built, plain = build(case, keep_backbone_copy=True)
+    return predict_built(built, plain), built
