@@ -1,0 +1,102 @@
+"""pytest-benchmark cases over the registry: methods x backbones x shapes.
+
+    pytest benchmarks/ --benchmark-json=out.json                 # the default CPU matrix
+    pytest benchmarks/ --methods lora,side_lora --backbones roberta-base --shapes 8x256
+    pytest benchmarks/test_memory.py --set r=16                  # predicted figures only
+
+test_memory.py: deterministic predicted figures (fake tensors, CUDA emulated), any size.
+test_step.py:   the real step on --device: measured peak and median step time.
+Our metrics go into each benchmark's ``extra_info``; machine info gets torch/CUDA/GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from spbench.case import Case
+from spbench.cli import CliError, parse_overrides
+
+DEFAULT_MEMORY_BACKBONES = "distilbert-base,roberta-large"
+DEFAULT_STEP_BACKBONES = "distilbert-base"
+DEFAULT_SHAPES = "16x128"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("spbench")
+    group.addoption("--methods", default="", help="comma-separated registry keys (default: all)")
+    group.addoption("--backbones", default="",
+                    help=f"comma-separated (default: memory {DEFAULT_MEMORY_BACKBONES}; step {DEFAULT_STEP_BACKBONES})")
+    group.addoption("--shapes", default=DEFAULT_SHAPES, help="BATCHxSEQ list, e.g. 16x128,32x256")
+    group.addoption("--device", default="cpu", help="cpu | cuda | cuda:N (step cases)")
+    group.addoption("--dtypes", default="float32", help="float32,bfloat16 (autocast)")
+    group.addoption("--objective", default="classification", help="classification | prompt")
+    group.addoption("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="method hyperparameter for every method that has it")
+    group.addoption("--rounds", type=int, default=3, help="timed rounds per step case")
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        b, sep, s = item.partition("x")
+        if not sep or not b.isdigit() or not s.isdigit():
+            raise pytest.UsageError(f"--shapes wants BATCHxSEQ items like 16x128, got {item!r}")
+        out.append((int(b), int(s)))
+    return out
+
+
+def _list(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def cases_from_options(config: pytest.Config, kind: str) -> list[Case]:
+    import dataclasses
+
+    from spbench import methods
+    from spbench.registry import RegistryError
+
+    method_names = _list(config.getoption("--methods")) or methods.names()
+    default_bb = DEFAULT_MEMORY_BACKBONES if kind == "memory" else DEFAULT_STEP_BACKBONES
+    backbone_names = _list(config.getoption("--backbones")) or _list(default_bb)
+    try:
+        overrides = parse_overrides(config.getoption("--set"))
+        for name in method_names:
+            methods.get(name)
+    except (CliError, RegistryError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    cases = []
+    for name in method_names:
+        fields = {f.name for f in dataclasses.fields(methods.get(name))}
+        own = tuple((k, v) for k, v in overrides if k in fields)
+        for backbone in backbone_names:
+            for batch, seq in _shapes(config.getoption("--shapes")):
+                for dtype in _list(config.getoption("--dtypes")):
+                    cases.append(Case(name, backbone, batch, seq, objective=config.getoption("--objective"),
+                                      device=config.getoption("--device") if kind == "step" else "cpu",
+                                      dtype=dtype, overrides=own))
+    return cases
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    for kind in ("memory", "step"):
+        if f"{kind}_case" in metafunc.fixturenames:
+            cases = cases_from_options(metafunc.config, kind)
+            metafunc.parametrize(f"{kind}_case", cases, ids=[c.id for c in cases])
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    import torch
+    import transformers
+
+    import spbench
+    from spbench.result import SCHEMA_VERSION
+
+    machine_info["spbench_version"] = spbench.__version__
+    machine_info["spbench_schema_version"] = SCHEMA_VERSION
+    machine_info["torch_version"] = torch.__version__
+    machine_info["transformers_version"] = transformers.__version__
+    machine_info["torch_threads"] = torch.get_num_threads()
+    if torch.cuda.is_available():
+        machine_info["cuda_version"] = torch.version.cuda
+        machine_info["gpu_name"] = torch.cuda.get_device_name()
+        machine_info["gpu_memory_bytes"] = torch.cuda.get_device_properties(0).total_memory

@@ -1,0 +1,30 @@
+"""The real training step on --device: measured peak memory and median step time.
+
+Peak: one steady-state step after a warm-up (CUDA: max_memory_allocated after a reset; CPU:
+the tracker). Time: ``benchmark.pedantic`` over --rounds synchronised steps; step_time_s is
+their median.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from record import base_info, guarded, record
+
+from spbench.case import Case, build, identity
+from spbench.measure.measured import measure_built
+from spbench.measure.timing import synced
+
+
+def test_step(benchmark: Any, step_case: Case, request: Any) -> None:
+    case = step_case
+    rounds = request.config.getoption("--rounds")
+
+    def body() -> None:
+        built, _ = build(case)
+        metrics, step = measure_built(built)
+        benchmark.pedantic(synced(step, case.device), rounds=rounds, warmup_rounds=0, iterations=1)
+        metrics["step_time_s"] = float(benchmark.stats.stats.median)
+        record(benchmark, {**base_info(case, case.device), **identity(built), **built.notes, **metrics})
+
+    guarded(benchmark, case, case.device, body)
