@@ -1,0 +1,68 @@
+"""The command line: clear one-line errors with exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def spbench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spbench.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["estimate", "--method", "lroa", "--backbone", "tiny-bert"], "Did you mean: lora"),
+        (["estimate", "--method", "lora", "--backbone", "tiny-bret"], "Did you mean: tiny-bert"),
+        (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--batch-size", "0"], "impossible shape"),
+        (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--seq-len", "100000"], "exceeds"),
+        (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--set", "r"], "key=value"),
+        (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--set", "rank=4"], "no hyperparameter 'rank'"),
+        (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--fit", "lots"], "cannot read 'lots'"),
+        (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--dtype", "int3"], "unknown dtype"),
+    ],
+)
+def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:
+    proc = spbench(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_list_names_methods_and_backbones() -> None:
+    proc = spbench("list", "--json")
+    assert proc.returncode == 0
+    rows = json.loads(proc.stdout)
+    names = {(r["kind"], r["name"]) for r in rows}
+    assert ("method", "side_lora") in names and ("backbone", "roberta-large") in names
+
+
+def test_estimate_json_has_design_keys() -> None:
+    proc = spbench("estimate", "--method", "side_lora", "--backbone", "tiny-bert", "--batch-size", "2",
+                   "--seq-len", "16", "--set", "scope=targets", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["method"] == "side_lora" and info["method_config"]["scope"] == "targets"
+    for key in ("predicted_cuda_peak_bytes", "predicted_inference_peak_bytes", "mem_params_bytes",
+                "params_total", "params_trainable", "params_backward_read", "flops_forward",
+                "flops_backward", "schema_version"):
+        assert key in info, key
+
+
+def test_fit_answers_the_largest_batch_that_fits() -> None:
+    one = json.loads(spbench("estimate", "--method", "lora", "--backbone", "tiny-bert", "--seq-len", "32",
+                             "--batch-size", "4", "--json").stdout)["predicted_cuda_peak_bytes"]
+    proc = spbench("estimate", "--method", "lora", "--backbone", "tiny-bert", "--seq-len", "32",
+                   "--fit", str(one), "--json")
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer["batch_size"] >= 4 and answer["predicted_cuda_peak_bytes"] <= one
+
+
+def test_help_is_fast_and_explains() -> None:
+    proc = spbench("--help")
+    assert proc.returncode == 0 and "estimate" in proc.stdout and "predicted" in proc.stdout
