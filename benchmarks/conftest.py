@@ -11,6 +11,8 @@ Our metrics go into each benchmark's ``extra_info``; machine info gets torch/CUD
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from spbench.case import Case
@@ -33,6 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="method hyperparameter for every method that has it")
     group.addoption("--rounds", type=int, default=3, help="timed rounds per step case")
+    group.addoption("--deadline", type=float, default=0.0,
+                    help="Unix time after which remaining cases are skipped as over budget (0: none)")
 
 
 def _shapes(text: str) -> list[tuple[int, int]]:
@@ -65,12 +69,14 @@ def cases_from_options(config: pytest.Config, kind: str) -> list[Case]:
     except (CliError, RegistryError) as exc:
         raise pytest.UsageError(str(exc)) from None
     cases = []
-    for name in method_names:
-        fields = {f.name for f in dataclasses.fields(methods.get(name))}
-        own = tuple((k, v) for k, v in overrides if k in fields)
-        for backbone in backbone_names:
-            for batch, seq in _shapes(config.getoption("--shapes")):
-                for dtype in _list(config.getoption("--dtypes")):
+    # Backbone and shape outermost, in the order given: a budgeted run (--deadline) then cuts
+    # the largest cases, not whole methods.
+    for backbone in backbone_names:
+        for batch, seq in _shapes(config.getoption("--shapes")):
+            for dtype in _list(config.getoption("--dtypes")):
+                for name in method_names:
+                    fields = {f.name for f in dataclasses.fields(methods.get(name))}
+                    own = tuple((k, v) for k, v in overrides if k in fields)
                     cases.append(Case(name, backbone, batch, seq, objective=config.getoption("--objective"),
                                       device=config.getoption("--device") if kind == "step" else "cpu",
                                       dtype=dtype, overrides=own))
@@ -82,6 +88,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if f"{kind}_case" in metafunc.fixturenames:
             cases = cases_from_options(metafunc.config, kind)
             metafunc.parametrize(f"{kind}_case", cases, ids=[c.id for c in cases])
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    deadline = item.config.getoption("--deadline")
+    if deadline and time.time() > deadline:
+        pytest.skip("over the time budget (--deadline): not run")
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:

@@ -21,7 +21,7 @@ def test_step(benchmark: Any, step_case: Case, request: Any) -> None:
     rounds = request.config.getoption("--rounds")
 
     def body() -> None:
-        built, _ = build(case)
+        built, _ = build(case, on_device=True)
         metrics, step = measure_built(built)
         benchmark.pedantic(synced(step, case.device), rounds=rounds, warmup_rounds=0, iterations=1)
         metrics["step_time_s"] = float(benchmark.stats.stats.median)

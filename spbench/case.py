@@ -89,15 +89,18 @@ def autocast_for(case: Case, device_type: str) -> tuple[str, torch.dtype] | None
     return None if dtype is None else (device_type, dtype)
 
 
-def build(case: Case, keep_backbone_copy: bool = False) -> tuple[Built, torch.nn.Module | None]:
-    """Load the backbone on the CPU and prepare the method; optionally keep an untouched copy
-    of the backbone (for the no-grad forward floor)."""
+def build(case: Case, keep_backbone_copy: bool = False,
+          on_device: bool = False) -> tuple[Built, torch.nn.Module | None]:
+    """Load the backbone and prepare the method, on the CPU (or on ``case.device`` with
+    ``on_device``); optionally keep an untouched copy of the backbone (the no-grad floor)."""
     case.validate()
     method = methods.get(case.method).from_overrides(dict(case.overrides))
     objective = objectives.get(case.objective)
-    bb = backbones.load(case.backbone, head=objective.head)
+    bb = backbones.load(case.backbone, head=objective.head, device=case.device if on_device else "cpu")
     plain = copy.deepcopy(bb.model) if keep_backbone_copy else None
     batch = objective.synthetic_batch(bb, case.batch_size, case.seq_len)
+    if on_device:
+        batch = {k: v.to(case.device) for k, v in batch.items()}
     model = method.prepare(bb)
     model.train()
     notes = dict(objective.notes(bb))
