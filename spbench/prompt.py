@@ -1,0 +1,211 @@
+"""The "prompt" objective: classification as masked-word prediction (LM-BFF / MeZO style).
+
+Each sentence is wrapped in a template, ``{sentence} It was <mask> .`` by default (the
+tokenizer adds ``<s> ... </s>`` / ``[CLS] ... [SEP]``), and the class logits are the masked-LM
+head's scores of the label words (" terrible" = 0, " great" = 1) at the mask position; the
+loss is cross-entropy over those scores (Gao et al. 2021, arXiv:2012.15723; Malladi et al.
+2023, arXiv:2305.17333, who use this template for SST-2).
+
+A batch carries, besides ``input_ids`` / ``attention_mask`` / ``labels``, one row each of
+``mask_pos`` (B) and ``label_word_ids`` (B x C): the objective then needs no tokenizer, and a
+loader that slices rows keeps them aligned.
+
+Only the hidden state at the mask goes through the MLM head: the head is per token, so this is
+the same as scoring every position and picking one, without the B x S x V logits (1.6 GB for
+roberta-large at 64 x 128) that would otherwise dominate the peak of a forward-only method.
+
+Synthetic batches (memory / speed cases) of a backbone without a tokenizer use config ids: the
+mask id is ``config.mask_token_id`` when the config has one, else ``vocab_size - 1`` (where
+RoBERTa keeps ``<mask>``); the label words are the ids ``vocab_size - 3`` and ``vocab_size - 2``.
+The ids do not change memory or time, only which rows of the head are read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+from spbench.objectives import OBJECTIVES, Objective, model_inputs, output_logits
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from spbench.backbones import Backbone
+
+TEMPLATE = "{sentence} It was <mask> ."
+LABEL_WORDS = (" terrible", " great")
+MASK = "<mask>"
+
+
+def label_word_ids(tokenizer: Any, words: Sequence[str] = LABEL_WORDS) -> list[int]:
+    """One token id per label word; raises if a word is not a single token.
+
+    Byte-level BPE (RoBERTa) keeps the leading space (" great" -> "Ġgreat", the word as it
+    follows "was"); WordPiece (BERT) drops it, so " great" -> "great". A tokenizer that turns
+    the spaced word into two pieces (e.g. "▁" + "great") gets a second try without the space.
+    """
+    ids = []
+    for word in words:
+        pieces = tokenizer.encode(word, add_special_tokens=False)
+        if len(pieces) != 1 and word != word.strip():
+            pieces = tokenizer.encode(word.strip(), add_special_tokens=False)
+        if len(pieces) != 1:
+            shown = tokenizer.convert_ids_to_tokens(pieces)
+            raise ValueError(f"prompt label word {word!r} is {len(pieces)} tokens {shown} for "
+                             f"{type(tokenizer).__name__}; each label word must be one token")
+        ids.append(int(pieces[0]))
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"prompt label words {list(words)} map to the same token ids {ids}")
+    return ids
+
+
+def _split_template(template: str) -> tuple[str, str]:
+    if template.count("{sentence}") != 1 or template.count(MASK) != 1:
+        raise ValueError(f"prompt template needs one {{sentence}} and one {MASK}: {template!r}")
+    prefix, suffix = template.split("{sentence}")
+    return prefix, suffix
+
+
+def _template_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a template part, with the mask id put in directly: the text before a mask
+    loses its trailing space, so a tokenizer whose mask token does not strip the space to its
+    left still gives "Ġwas <mask>" (as RoBERTa's does), not "Ġwas Ġ <mask>"."""
+    ids: list[int] = []
+    parts = text.split(MASK)
+    for i, part in enumerate(parts):
+        if i < len(parts) - 1:
+            part = part.rstrip()
+        if part:
+            ids += tokenizer.encode(part, add_special_tokens=False)
+        if i < len(parts) - 1:
+            ids.append(tokenizer.mask_token_id)
+    return ids
+
+
+def _special_wrap(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special ids a tokenizer puts before and after one sequence ([CLS] / [SEP],
+    <s> / </s>), read off a probe (transformers 5 tokenizers have no public builder)."""
+    bare = tokenizer.encode("a", add_special_tokens=False)
+    full = tokenizer.encode("a", add_special_tokens=True)
+    for start in range(len(full) - len(bare) + 1):
+        if full[start:start + len(bare)] == bare:
+            return full[:start], full[start + len(bare):]
+    raise ValueError(f"cannot tell where {type(tokenizer).__name__} puts its special tokens")
+
+
+def encode(tokenizer: Any, sentences: Sequence[str], labels: Sequence[int] | None = None,
+           max_len: int = 128, template: str = TEMPLATE,
+           label_words: Sequence[str] = LABEL_WORDS) -> dict[str, "torch.Tensor"]:
+    """Tokenise ``sentences`` into prompt batches, right-padded to the longest row.
+
+    Template prefix, sentence and suffix are tokenised apart and joined, so truncation to
+    ``max_len`` cuts the sentence's end and never the template (the mask survives). The
+    template's ``<mask>`` becomes the tokenizer's mask id.
+
+    Returns ``input_ids``, ``attention_mask``, ``mask_pos`` (B), ``label_word_ids`` (B x C)
+    and, with ``labels``, ``labels``.
+    """
+    import torch
+
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no mask token: the prompt objective needs one")
+    words = label_word_ids(tokenizer, label_words)
+    head, tail = (_template_ids(tokenizer, part) for part in _split_template(template))
+    lead, trail = _special_wrap(tokenizer)
+    budget = max_len - len(head) - len(tail) - len(lead) - len(trail)
+    if budget < 1:
+        raise ValueError(f"max_len {max_len} leaves no room for a sentence in template {template!r}")
+    body = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
+    rows = [lead + head + ids[:budget] + tail + trail for ids in body]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    mask_pos = torch.empty(len(rows), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, :len(row)] = torch.tensor(row)
+        attention_mask[i, :len(row)] = 1
+        mask_pos[i] = row.index(tokenizer.mask_token_id)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "mask_pos": mask_pos,
+             "label_word_ids": torch.tensor(words).expand(len(rows), -1).clone()}
+    if labels is not None:
+        batch["labels"] = torch.as_tensor(list(labels), dtype=torch.long)
+    return batch
+
+
+def _unwrap(model: "nn.Module") -> "nn.Module":
+    return model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+
+
+def _mlm_head(model: "nn.Module") -> Any:
+    """The masked-LM head of a transformers ``*ForMaskedLM`` as a function of hidden states,
+    or None for any other module."""
+    if hasattr(model, "lm_head"):  # RoBERTa
+        return model.lm_head
+    if hasattr(model, "cls") and hasattr(model.cls, "predictions"):  # BERT, MiniLM
+        return model.cls
+    if hasattr(model, "vocab_projector"):  # DistilBERT
+        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+    return None
+
+
+@dataclass
+class Prompt(Objective):
+    """Label-word scores at the mask (needs a masked-LM head: ``head = "mlm"``)."""
+
+    template: str = TEMPLATE
+    label_words: tuple[str, ...] = LABEL_WORDS
+    name = "prompt"
+    head = "mlm"
+
+    def logits(self, model: "nn.Module", batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        import torch
+
+        rows = torch.arange(batch["input_ids"].shape[0], device=batch["input_ids"].device)
+        words = batch["label_word_ids"]
+        inner = _unwrap(model)
+        head = _mlm_head(inner)
+        if head is not None and getattr(inner, "base_model", inner) is not inner:
+            hidden = inner.base_model(**model_inputs(batch), return_dict=True).last_hidden_state
+            scores = head(hidden[rows, batch["mask_pos"]])  # B x V
+        else:  # another module (e.g. LST's side network): its own logits, per position or not
+            scores = output_logits(model(**model_inputs(batch)))
+            if scores.dim() == 3:
+                scores = scores[rows, batch["mask_pos"]]
+            if scores.shape[-1] == words.shape[-1]:  # already one score per class
+                return scores
+        return scores.gather(1, words)
+
+    def synthetic_batch(self, backbone: "Backbone", batch_size: int, seq_len: int,
+                        seed: int = 0) -> dict[str, "torch.Tensor"]:
+        """Random rows with the mask token two tokens before each row's end (as the template
+        puts it: ``<mask> . </s>``)."""
+        import torch
+
+        from spbench.data import synthetic_batch
+
+        batch = synthetic_batch(backbone.config, batch_size, seq_len, seed=seed,
+                                num_labels=len(self.label_words))
+        config, tok = backbone.config, backbone.tokenizer
+        vocab = int(config.vocab_size)
+        if tok is not None and tok.mask_token_id is not None:
+            mask_id, words = tok.mask_token_id, label_word_ids(tok, self.label_words)
+        else:
+            mask_id = getattr(config, "mask_token_id", None)
+            mask_id = vocab - 1 if mask_id is None else int(mask_id)
+            words = [vocab - 1 - len(self.label_words) + i for i in range(len(self.label_words))]
+        lengths = batch["attention_mask"].sum(1)
+        mask_pos = (lengths - 3).clamp(min=0)
+        batch["input_ids"][torch.arange(batch_size), mask_pos] = mask_id
+        batch["mask_pos"] = mask_pos
+        batch["label_word_ids"] = torch.tensor(words).expand(batch_size, -1).clone()
+        return batch
+
+    def notes(self, backbone: "Backbone") -> dict[str, Any]:
+        if backbone.spec.pretrained and not backbone.spec.has_pretrained_mlm_head:
+            return {"mlm_head_untrained": True}
+        return {}
+
+
+OBJECTIVES.register("prompt")(Prompt())
