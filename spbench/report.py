@@ -1,0 +1,79 @@
+"""``spbench report``: benchmark JSON -> tables for a paper, a pull request or the terminal.
+
+    spbench report out.json                                   overview, Markdown on stdout
+    spbench report out.json --compare lora side_lora          the two side by side, B/A and deltas
+    spbench report out.json --baseline full_ft --format latex --output table.tex
+    spbench report out.json --format terminal --plot pareto.png
+
+One table per (backbone, shape, dtype, objective, measured device): the predicted figures of a
+case join its measured ones, but a CPU and a CUDA measurement never share a column, and files
+of different ``schema_version`` are refused. Output files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+FORMATS = ("markdown", "latex", "terminal", "csv")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "report", help="tables (Markdown, LaTeX, terminal, CSV) and plots from benchmark JSON",
+        description="Render pytest-benchmark JSON written by `pytest benchmarks/ --benchmark-json=FILE`.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="pytest-benchmark JSON file(s)")
+    p.add_argument("--format", choices=FORMATS, default="markdown", help="default: %(default)s")
+    p.add_argument("--output", "-o", metavar="PATH", help="write here (atomically) instead of stdout")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="two methods side by side with B/A ratios (and B-A for accuracies)")
+    p.add_argument("--baseline", metavar="METHOD", help="every figure also as a percentage of METHOD's")
+    p.add_argument("--plot", metavar="PATH.png", help="peak memory vs accuracy (Pareto) and memory breakdown")
+    p.set_defaults(func=cmd_report)
+
+
+def render(args: argparse.Namespace) -> str:
+    """The report text for ``args`` ("" for the terminal format printed straight to stdout)."""
+    from spbench.cli import CliError
+    from spbench.reporting import render as r
+    from spbench.reporting import tables
+    from spbench.reporting.results import load, merge_rows
+
+    if args.compare and args.baseline:
+        raise CliError("--compare and --baseline are separate views; pass one of them")
+    sources, records = load(args.files)
+    rows = merge_rows(records)
+    if args.plot:
+        from spbench.reporting.plot import plot
+
+        plot(rows, args.plot)
+    if args.format == "csv":
+        if args.compare:
+            return r.csv_compare(tables.compare_pairs(rows, *args.compare))
+        base = tables.baseline_rows(rows, args.baseline) if args.baseline else None
+        return r.csv_rows(rows, base)
+    report = (tables.compare(sources, rows, *args.compare) if args.compare
+              else tables.overview(sources, rows, args.baseline))
+    if args.format == "markdown":
+        return r.markdown(report)
+    if args.format == "latex":
+        return r.latex(report)
+    if args.output:
+        return r.terminal_text(report)
+    r.terminal(report)
+    return ""
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from spbench.reporting.results import write_atomic
+
+    text = render(args)
+    if args.output:
+        write_atomic(args.output, text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    elif text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if args.plot:
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0

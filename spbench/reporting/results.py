@@ -1,0 +1,250 @@
+"""pytest-benchmark JSON -> validated records -> one row per case, grouped for tables.
+
+A benchmark run writes two records per case: ``test_memory`` (device "predicted-cuda": the
+deterministic predicted figures) and ``test_step`` (device "cpu"/"cuda": measured peak and
+step time); accuracy cases add a third. :func:`merge_rows` joins the records of one case
+into one row *per measured device*, so a CPU and a CUDA measurement never share a column.
+Records of different ``schema_version``s are refused, never merged (STYLE rule 7).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from spbench.cli import CliError
+from spbench.result import METRICS, Result
+
+PREDICTED = "predicted-cuda"  # the device test_memory records carry
+_REQUIRED = ("method", "backbone", "batch_size", "seq_len", "device", "schema_version")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file and the machine / commit it says it ran on."""
+
+    path: str
+    machine: str
+    commit: str
+    datetime: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One benchmark entry of one file, as a Result."""
+
+    source: str
+    name: str
+    case_id: str
+    schema_version: int
+    result: Result
+
+
+def _describe_machine(info: dict[str, Any]) -> str:
+    cpu = info.get("cpu") or {}
+    parts = [cpu.get("brand_raw") or info.get("machine") or "machine not recorded"]
+    if cpu.get("count"):
+        parts[0] += f" ({cpu['count']} cores)"
+    if info.get("gpu_name"):
+        parts.append(str(info["gpu_name"]))
+    for key, name in (("torch_version", "torch"), ("transformers_version", "transformers")):
+        if info.get(key):
+            parts.append(f"{name} {info[key]}")
+    return ", ".join(parts)
+
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed document of a pytest-benchmark JSON, or a :class:`CliError` saying what is wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"{p}: no such file")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{p}: not a text file (expected pytest-benchmark JSON)") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        raise CliError(f"{p}: not a pytest-benchmark JSON (no 'benchmarks' list); "
+                       f"write one with: pytest benchmarks/ --benchmark-json={p.name}")
+    if not doc["benchmarks"]:
+        raise CliError(f"{p}: the benchmark list is empty (no case ran or every case was deselected)")
+    return doc
+
+
+def records_of(doc: dict[str, Any], source: str) -> list[Record]:
+    out = []
+    for i, bench in enumerate(doc["benchmarks"]):
+        name = bench.get("name", f"#{i}") if isinstance(bench, dict) else f"#{i}"
+        info = bench.get("extra_info") if isinstance(bench, dict) else None
+        missing = [k for k in _REQUIRED if not isinstance(info, dict) or k not in info]
+        if missing:
+            raise CliError(f"{source}: benchmark {name!r} carries no spbench result "
+                           f"(extra_info lacks {', '.join(missing)}); is this a run of benchmarks/?")
+        for key in METRICS.keys() & info.keys():
+            if not isinstance(info[key], (int, float)) or isinstance(info[key], bool):
+                raise CliError(f"{source}: benchmark {name!r}: {key} is {info[key]!r}, not a number")
+        try:
+            result = Result.from_extra_info(info)
+        except (TypeError, ValueError) as exc:
+            raise CliError(f"{source}: benchmark {name!r}: {exc}") from None
+        case_id = str(info.get("case_id") or name)
+        out.append(Record(source, name, case_id, int(info["schema_version"]), result))
+    return out
+
+
+def load(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Source], list[Record]]:
+    """Read every file; refuse a mix of schema versions (within or across files)."""
+    sources, records = [], []
+    for path in paths:
+        doc = read_json(path)
+        commit = doc.get("commit_info") or {}
+        cid = str(commit.get("id") or "")[:10]
+        sources.append(Source(str(path), _describe_machine(doc.get("machine_info") or {}),
+                              cid + (" (dirty)" if commit.get("dirty") else ""), str(doc.get("datetime", ""))))
+        records += records_of(doc, str(path))
+    schema_version(records)
+    return sources, records
+
+
+def schema_version(records: list[Record]) -> int:
+    """The one schema version of ``records``; a clear error when they mix versions."""
+    versions: dict[int, set[str]] = {}
+    for r in records:
+        versions.setdefault(r.schema_version, set()).add(r.source)
+    if len(versions) > 1:
+        listing = "; ".join(f"schema_version {v} in {', '.join(sorted(s))}" for v, s in sorted(versions.items()))
+        raise CliError(f"refusing to merge results measured by different code ({listing}); "
+                       "re-run the older cases or report them separately")
+    return next(iter(versions))
+
+
+@dataclass
+class Row:
+    """One case on one measured device (``device`` None: predicted figures only)."""
+
+    method: str
+    method_config: dict[str, Any]
+    backbone: str
+    objective: str
+    batch_size: int
+    seq_len: int
+    dtype: str
+    device: str | None
+    case_id: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)  # record device -> "ok" | "oom" | "failed"
+    reasons: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(s == "ok" for s in self.status.values())
+
+    @property
+    def status_text(self) -> str:
+        if self.ok:
+            return "ok"
+        return ", ".join(f"{_kind(d)} {s}" for d, s in sorted(self.status.items()) if s != "ok")
+
+    @property
+    def group(self) -> tuple[Any, ...]:
+        return (self.backbone, self.batch_size, self.seq_len, self.dtype, self.objective, self.device or "")
+
+
+def _kind(device: str) -> str:
+    return "predicted" if device == PREDICTED else f"measured ({device})"
+
+
+def _config_key(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _merge_into(row: Row, rec: Record) -> None:
+    res = rec.result
+    for key, value in (res.metrics or {}).items():
+        if key in row.metrics and row.metrics[key] != value:
+            raise CliError(f"case {rec.case_id} has two values of {key} on {res.device} "
+                           f"({row.metrics[key]} and {value}, the latter in {rec.source}); "
+                           "report one run per case, or the runs in separate reports")
+        row.metrics[key] = value
+    row.status[res.device] = res.status
+    if res.reason:
+        row.reasons[res.device] = res.reason
+    row.notes.update({k: v for k, v in (res.notes or {}).items() if k != "case_id"})
+
+
+def merge_rows(records: list[Record]) -> list[Row]:
+    """One row per (case, measured device); predicted figures join every measured row of their case."""
+    cases: dict[tuple[Any, ...], dict[str, list[Record]]] = {}
+    for rec in records:
+        r = rec.result
+        key = (r.method, _config_key(r.method_config), r.backbone, r.objective, r.batch_size, r.seq_len, r.dtype)
+        cases.setdefault(key, {}).setdefault(r.device, []).append(rec)
+    rows = []
+    for key, by_device in cases.items():
+        predicted = by_device.pop(PREDICTED, [])
+        for device in sorted(by_device) or [None]:
+            first = (predicted or by_device[device])[0]
+            r = first.result
+            row = Row(r.method, r.method_config, r.backbone, r.objective, r.batch_size, r.seq_len, r.dtype,
+                      device, first.case_id)
+            for rec in predicted + (by_device[device] if device else []):
+                _merge_into(row, rec)
+            rows.append(row)
+    _label(rows)
+    return sorted(rows, key=lambda row: (row.group, row.method, _config_key(row.method_config)))
+
+
+def _label(rows: list[Row]) -> None:
+    """Name rows by method, plus the hyperparameters that tell its configurations apart."""
+    configs: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        configs.setdefault(row.method, []).append(row.method_config)
+    for row in rows:
+        seen = configs[row.method]
+        differing = sorted(k for k in {k for c in seen for k in c}
+                           if len({_config_key({"v": c.get(k)}) for c in seen}) > 1)
+        extra = ", ".join(f"{k}={_short(row.method_config.get(k))}" for k in differing)
+        row.label = f"{row.method} ({extra})" if extra else row.method
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value)) or "[]"
+    return str(value)
+
+
+def groups(rows: list[Row]) -> list[tuple[str, list[Row]]]:
+    """Rows split by (backbone, shape, dtype, objective, measured device), each with a title."""
+    out: dict[tuple[Any, ...], list[Row]] = {}
+    for row in rows:
+        out.setdefault(row.group, []).append(row)
+    return [(group_title(rs[0]), rs) for rs in out.values()]
+
+
+def group_title(row: Row) -> str:
+    parts = [row.backbone, f"batch {row.batch_size} x seq {row.seq_len}", row.dtype]
+    if row.objective != "classification":
+        parts.append(f"{row.objective} objective")
+    parts.append(f"measured on {row.device}" if row.device else "predicted only")
+    return ", ".join(parts)
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write via a temporary file in the same folder and a rename: never a half-written file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
