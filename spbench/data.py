@@ -1,4 +1,4 @@
-"""Batches: synthetic ones for memory / speed cases (SST-2 loading lives beside them).
+"""Batches: synthetic ones for memory / speed cases, and SST-2 for accuracy cases.
 
 Synthetic batches are padded like real ones: each row's length is drawn between half and all
 of ``seq_len`` so the attention mask is never all ones (a model may drop an all-ones mask,
@@ -7,6 +7,8 @@ which would change what is measured).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,3 +35,174 @@ def synthetic_batch(config: Any, batch_size: int, seq_len: int, seed: int = 0,
     ids = ids.masked_fill(mask == 0, pad)
     labels = torch.randint(0, num_labels, (batch_size,), generator=gen)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# --- SST-2 -----------------------------------------------------------------------------------
+#
+# SST-2 (Socher et al. 2013, GLUE: Wang et al. 2018): 67,349 training phrases and an
+# 872-sentence dev split with binary sentiment labels (1 = positive). Read from a local folder
+# (``--sst2-dir`` / ``$SPBENCH_SST2_DIR``) holding train and dev files with ``sentence`` and
+# ``label`` columns, else from the hub (``glue``/``sst2``). Every problem with a folder is
+# raised here, naming the file and what is wrong, before ``datasets`` can fail deep inside.
+
+SST2_ENV = "SPBENCH_SST2_DIR"
+SST2_COLUMNS = ("sentence", "label")
+# File stems per split, and the ``datasets`` builder (and its options) per file extension.
+_SPLIT_STEMS = {"train": ("train",), "dev": ("dev", "validation")}
+_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
+    # SST-2's TSVs hold no quoting: a stray '"' must stay text, and "null"/"nan" are words.
+    ".tsv": ("csv", {"delimiter": "\t", "quoting": 3, "keep_default_na": False}),
+    ".csv": ("csv", {"keep_default_na": False}),
+    ".jsonl": ("json", {}),
+    ".json": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+
+
+def sst2_dir(explicit: str | None = None) -> str | None:
+    """The SST-2 folder to read: ``explicit`` (``--sst2-dir``) wins over ``$SPBENCH_SST2_DIR``;
+    None means "use the hub"."""
+    return explicit or os.environ.get(SST2_ENV) or None
+
+
+def find_split_file(folder: Path, split: str) -> Path:
+    """``train.tsv`` / ``dev.tsv`` (or ``validation.*``, csv, jsonl, parquet) inside ``folder``."""
+    for stem in _SPLIT_STEMS[split]:
+        for ext in _FORMATS:
+            path = folder / f"{stem}{ext}"
+            if path.is_file():
+                return path
+    wanted = ", ".join(f"{s}{e}" for s in _SPLIT_STEMS[split] for e in (".tsv", ".csv", ".jsonl", ".parquet"))
+    present = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+    raise FileNotFoundError(f"SST-2 folder {folder} has no {split} split: expected one of {wanted}; found {present}")
+
+
+def _read_split(path: Path) -> Any:
+    import datasets
+
+    builder, options = _FORMATS[path.suffix]
+    try:
+        ds = datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **options)
+    except Exception as exc:  # a parser error deep in datasets: say which file
+        raise ValueError(f"cannot read SST-2 file {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    return validate_split(ds, str(path))
+
+
+def validate_split(ds: Any, where: str) -> Any:
+    """Check the columns and labels of one split; return it with only ``sentence`` and ``label``."""
+    missing = [c for c in SST2_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"SST-2 file {where} lacks column(s) {', '.join(missing)}: it has "
+                         f"{', '.join(ds.column_names) or 'none'}; need sentence and label")
+    if len(ds) == 0:
+        raise ValueError(f"SST-2 file {where} has no rows")
+    labels = ds["label"]
+    bad = sorted({repr(v) for v in labels if v not in (0, 1) or isinstance(v, bool)})
+    if bad:
+        raise ValueError(f"SST-2 file {where} has labels outside {{0, 1}}: {', '.join(bad[:5])}")
+    if any(not isinstance(s, str) for s in ds["sentence"]):
+        raise ValueError(f"SST-2 file {where} has empty or non-text sentences")
+    return ds.select_columns(list(SST2_COLUMNS))
+
+
+def load_sst2(folder: str | None = None) -> dict[str, Any]:
+    """SST-2 as ``{"train": Dataset, "dev": Dataset}`` with columns ``sentence`` and ``label``.
+
+    Args:
+        folder: the local folder (``--sst2-dir``); None reads ``$SPBENCH_SST2_DIR``, and with
+            neither set, the hub's ``glue``/``sst2`` (train / validation).
+    """
+    folder = sst2_dir(folder)
+    if folder is None:
+        return _load_sst2_hub()
+    path = Path(folder).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"SST-2 folder {path} does not exist (from --sst2-dir or ${SST2_ENV})")
+    if not path.is_dir():
+        raise NotADirectoryError(f"SST-2 path {path} is not a folder (from --sst2-dir or ${SST2_ENV})")
+    return {split: _read_split(find_split_file(path, split)) for split in _SPLIT_STEMS}
+
+
+def _load_sst2_hub() -> dict[str, Any]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset("glue", "sst2")
+    except Exception as exc:  # offline, or no such dataset: the fix is a local folder
+        raise FileNotFoundError(
+            f"SST-2 is not available: no --sst2-dir or ${SST2_ENV} was given and the hub's glue/sst2 "
+            f"could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Point "
+            f"--sst2-dir or ${SST2_ENV} at a folder holding train.tsv and dev.tsv."
+        ) from None
+    return {"train": validate_split(ds["train"], "glue/sst2 train"),
+            "dev": validate_split(ds["validation"], "glue/sst2 validation")}
+
+
+def encode_sst2(split: Any, tokenizer: Any, objective: Any, max_len: int = 64,
+                limit: int | None = None) -> list[dict[str, Any]]:
+    """Tokenise one split for ``objective``: rows of unpadded ``input_ids`` (and any other
+    per-token fields) plus ``labels``; padding happens per batch (``collate``).
+
+    The "prompt" objective wraps each sentence in its template: its module's
+    ``encode(tokenizer, sentences, labels, max_len)`` does it, so this file does not depend
+    on how the template works.
+    """
+    if tokenizer is None:
+        raise ValueError("this backbone has no tokenizer: SST-2 needs a pretrained backbone such as minilm-l6")
+    if max_len < 2:
+        raise ValueError(f"max_len must be at least 2, not {max_len}")
+    rows = split if limit is None else split.select(range(min(limit, len(split))))
+    sentences, labels = list(rows["sentence"]), [int(v) for v in rows["label"]]
+    encode = _objective_encoder(objective)
+    if encode is not None:
+        return _as_rows(encode(tokenizer, sentences, labels, max_len), labels)
+    enc = tokenizer(sentences, truncation=True, max_length=max_len)
+    return [{"input_ids": list(ids), "labels": label} for ids, label in zip(enc["input_ids"], labels)]
+
+
+def _objective_encoder(objective: Any) -> Any:
+    """The objective's own tokenisation helper, if it has one (a method, or its module's
+    ``encode``); None means plain sentence classification."""
+    import sys
+
+    if getattr(objective, "name", "classification") == "classification":
+        return None
+    encode = getattr(objective, "encode", None)
+    if encode is None:
+        encode = getattr(sys.modules.get(type(objective).__module__), "encode", None)
+    if encode is None:
+        raise ValueError(f"objective {objective.name!r} has no encode(tokenizer, sentences, labels, max_len) helper")
+    return encode
+
+
+def _as_rows(encoded: Any, labels: list[int]) -> list[dict[str, Any]]:
+    """A dict of columns (``BatchEncoding``) or a list of row dicts -> row dicts with labels."""
+    if isinstance(encoded, list):
+        rows = [dict(r) for r in encoded]
+    else:
+        columns = {k: list(v) for k, v in dict(encoded).items()}
+        n = len(columns["input_ids"])
+        rows = [{k: v[i] for k, v in columns.items()} for i in range(n)]
+    for row, label in zip(rows, labels):
+        row.setdefault("labels", label)
+        row.pop("label", None)
+    return rows
+
+
+def collate(rows: list[dict[str, Any]], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its own longest row (dynamic padding): ``input_ids`` with
+    ``pad_id``, other per-token fields with 0; ``attention_mask`` marks the real tokens."""
+    width = max(len(r["input_ids"]) for r in rows)
+    out: dict[str, torch.Tensor] = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        if isinstance(values[0], (list, tuple)):
+            fill = pad_id if key == "input_ids" else 0
+            out[key] = torch.tensor([list(v) + [fill] * (width - len(v)) for v in values], dtype=torch.long)
+        else:
+            out[key] = torch.tensor(values)
+    if "attention_mask" not in out:
+        out["attention_mask"] = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"]))
+                                              for r in rows], dtype=torch.long)
+    out.pop("token_type_ids", None)  # one segment: the model's default is the same
+    return out
