@@ -105,6 +105,8 @@ def terminal(report: Report, file: Any = None, width: int | None = None) -> None
     for line in _source_lines(report):
         console.print(f"  {line}", markup=False)
     for table in report.tables:
+        if len(table.headers) > LATEX_MAX_COLUMNS:  # a terminal is no wider than a page
+            table = table.transposed()
         rt = RichTable(title=table.title, box=box.SIMPLE_HEAVY, title_justify="left")
         for h, align in zip(table.headers, table.align):
             rt.add_column(_sub(h, _PLAIN), justify=align, overflow="fold")

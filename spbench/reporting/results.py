@@ -68,6 +68,8 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CliError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     except UnicodeDecodeError:
         raise CliError(f"{p}: not a text file (expected pytest-benchmark JSON)") from None
+    except OSError as exc:
+        raise CliError(f"{p}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
         raise CliError(f"{p}: not a pytest-benchmark JSON (no 'benchmarks' list); "
                        f"write one with: pytest benchmarks/ --benchmark-json={p.name}")
@@ -239,12 +241,17 @@ def group_title(row: Row) -> str:
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
     """Write via a temporary file in the same folder and a rename: never a half-written file."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise
