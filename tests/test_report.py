@@ -299,3 +299,20 @@ def test_unwritable_output_is_a_clear_error(tmp_path: Path, capsys: pytest.Captu
     blocker.write_text("")
     code, _, err = run(capsys, str(FIXTURE), "--output", str(blocker / "report.md"))
     assert code == 2 and "cannot write" in err
+
+
+def test_accuracy_run_joins_the_step_row_and_keeps_its_own_peak_as_a_note(tmp_path: Path) -> None:
+    def add_run(doc: dict[str, Any]) -> None:
+        run_info = copy.deepcopy(infos(doc, "lora-tiny-bert-b16-s128", "cpu")[0])
+        del run_info["step_time_s"]
+        run_info.update(peak_bytes=run_info["peak_bytes"] + 4096, sst2_accuracy=0.875, sst2_f1=0.88,
+                        train_steps=50, train_config={"steps": 50})
+        doc["benchmarks"].append({"name": "test_accuracy[lora-tiny-bert-b16-s128]", "extra_info": run_info})
+
+    _, records = load([derived(tmp_path, "tiny.json", add_run)])
+    rows = merge_rows(records)
+    lora = next(r for r in rows if r.case_id == "lora-tiny-bert-b16-s128")
+    step_peak = infos(fixture_doc(), "lora-tiny-bert-b16-s128", "cpu")[0]["peak_bytes"]
+    assert len(rows) == 6
+    assert lora.metrics["peak_bytes"] == step_peak and lora.metrics["sst2_accuracy"] == 0.875
+    assert lora.notes["peak_bytes in the SST-2 training run"] == step_peak + 4096
