@@ -21,6 +21,8 @@ from spbench.cli import CliError, parse_overrides
 DEFAULT_MEMORY_BACKBONES = "distilbert-base,roberta-large"
 DEFAULT_STEP_BACKBONES = "distilbert-base"
 DEFAULT_SHAPES = "16x128"
+DEFAULT_ACCURACY_BACKBONES = "minilm-l6"
+DEFAULT_ACCURACY_SHAPE = "32x64"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,6 +39,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--rounds", type=int, default=3, help="timed rounds per step case")
     group.addoption("--deadline", type=float, default=0.0,
                     help="Unix time after which remaining cases are skipped as over budget (0: none)")
+    # --- accuracy cases (test_accuracy.py: SST-2 training, selected with -m accuracy) ---
+    group.addoption("--sst2-dir", default=None, help="SST-2 folder (else $SPBENCH_SST2_DIR, else the hub)")
+    group.addoption("--budget", default="",
+                    help="accuracy training budget: examples=N | steps=N | epochs=X (default: spbench.train's)")
+    group.addoption("--accuracy-shape", default="",
+                    help=f"BATCHxMAX_LEN of accuracy cases (default {DEFAULT_ACCURACY_SHAPE})")
+    group.addoption("--eval-every", type=int, default=0, help="accuracy: score dev every N steps, keep the best")
+    group.addoption("--seed", type=int, default=0, help="accuracy: training seed (weights, dropout, data order)")
 
 
 def _shapes(text: str) -> list[tuple[int, int]]:
@@ -88,6 +98,28 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if f"{kind}_case" in metafunc.fixturenames:
             cases = cases_from_options(metafunc.config, kind)
             metafunc.parametrize(f"{kind}_case", cases, ids=[c.id for c in cases])
+    if "accuracy_case" in metafunc.fixturenames:
+        cases = accuracy_cases(metafunc.config)
+        metafunc.parametrize("accuracy_case", cases, ids=[c.id for c in cases])
+
+
+def accuracy_cases(config: pytest.Config) -> list[Case]:
+    """Methods x backbones (default minilm-l6) at --accuracy-shape; seq_len is the max length."""
+    import dataclasses
+
+    from spbench import methods
+    from spbench.registry import RegistryError
+
+    batch, max_len = _shapes(config.getoption("--accuracy-shape") or DEFAULT_ACCURACY_SHAPE)[0]
+    try:
+        classes = {n: methods.get(n) for n in _list(config.getoption("--methods")) or methods.names()}
+        overrides = parse_overrides(config.getoption("--set"))
+    except (CliError, RegistryError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return [Case(name, backbone, batch, max_len, objective=config.getoption("--objective"),
+                 overrides=tuple((k, v) for k, v in overrides if k in {f.name for f in dataclasses.fields(cls)}))
+            for backbone in _list(config.getoption("--backbones")) or _list(DEFAULT_ACCURACY_BACKBONES)
+            for name, cls in classes.items()]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -1,0 +1,385 @@
+"""Train and evaluate one method on SST-2: the loop every method goes through.
+
+    res = run_accuracy(Case("lora", "minilm-l6", batch_size=32, seq_len=64), Budget.parse("examples=8000"))
+
+``fit`` runs AdamW (``method.make_optimizer``) with linear warmup then linear decay
+(``transformers.get_linear_schedule_with_warmup``), seeds torch, Python and the data order,
+clips the gradient norm between backward and the optimizer (a ``StepHooks`` phase, so a method
+that overrides ``train_step``, as MeZO does, still gets it; skipped when the method uses no
+backward), and stops with status "failed" on a NaN/inf loss rather than report garbage.
+``evaluate`` gives dev accuracy and the F1 of the positive class. With ``eval_every`` the dev
+split is scored every N steps and the best checkpoint (by accuracy) is restored at the end.
+
+Peak memory (``peak_bytes``): after training and evaluation, one more steady-state step
+(optimizer state present) on the run's largest batch shape -- batch size x the longest
+tokenised training row -- runs under ``spbench.measure.memory.Tracker`` on the CPU (live
+tensor bytes; ``max_memory_allocated`` after a reset on CUDA). Model loading is not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from spbench.methods.base import StepHooks
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from spbench.case import Case
+    from spbench.methods.base import Method
+    from spbench.objectives import Objective
+
+# The embedded CPU default (README): about 10 minutes for full_ft on minilm-l6 on 2 cores.
+DEFAULT_CPU_BUDGET = "examples=8000"
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_MAX_LEN = 64
+DEFAULT_WARMUP = 0.06  # share of the steps (RoBERTa's GLUE recipe)
+DEFAULT_CLIP = 1.0
+EVAL_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training: exactly one of ``examples``, ``steps`` or ``epochs``."""
+
+    examples: int | None = None
+    steps: int | None = None
+    epochs: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [v for v in (self.examples, self.steps, self.epochs) if v is not None]
+        if len(given) != 1 or given[0] <= 0:
+            raise ValueError("a budget is exactly one positive amount: examples=N, steps=N or epochs=X")
+
+    @classmethod
+    def parse(cls, text: str) -> "Budget":
+        """``"examples=8000"``, ``"steps=250"`` or ``"epochs=0.5"``."""
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or key not in ("examples", "steps", "epochs"):
+            raise ValueError(f"budget {text!r}: write examples=N, steps=N or epochs=X")
+        try:
+            return cls(**{key: float(value) if key == "epochs" else int(value)})
+        except ValueError:
+            raise ValueError(f"budget {text!r}: {value!r} is not a positive number") from None
+
+    def total_steps(self, n_train: int, batch_size: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        examples = self.examples if self.examples is not None else self.epochs * n_train  # type: ignore[operator]
+        return max(1, math.ceil(examples / batch_size))
+
+    def __str__(self) -> str:
+        for key in ("examples", "steps", "epochs"):
+            if getattr(self, key) is not None:
+                return f"{key}={getattr(self, key)}"
+        return ""
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``metrics()`` gives the DESIGN.md keys of an accuracy case."""
+
+    status: str = "ok"  # "ok" | "failed"
+    reason: str = ""
+    accuracy: float | None = None
+    f1: float | None = None
+    train_examples: int = 0
+    train_steps: int = 0
+    train_time_s: float = 0.0
+    peak_bytes: int | None = None
+    losses: list[float] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)  # {"step", "accuracy", "f1"}
+    best_step: int | None = None
+
+    def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"train_examples": self.train_examples, "train_steps": self.train_steps,
+                               "train_time_s": self.train_time_s}
+        if self.accuracy is not None:
+            out["sst2_accuracy"] = self.accuracy
+            out["sst2_f1"] = self.f1
+        if self.peak_bytes is not None:
+            out["peak_bytes"] = self.peak_bytes
+        return out
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed)
+    except ImportError:  # numpy is optional for torch
+        pass
+
+
+def batches(rows: Sequence[dict[str, Any]], batch_size: int, pad_id: int, seed: int) -> Iterator[dict[str, "torch.Tensor"]]:
+    """Endless shuffled batches: a fresh permutation per epoch from a generator seeded once,
+    so the data order depends on ``seed`` alone (never on the global RNG the model also uses)."""
+    import torch
+
+    from spbench.data import collate
+
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(rows), generator=gen).tolist()
+        for start in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+            yield collate([rows[i] for i in order[start:start + batch_size]], pad_id)
+
+
+def binary_scores(predictions: Sequence[int], labels: Sequence[int]) -> dict[str, float]:
+    """Accuracy and the F1 of the positive class (label 1): F1 = 2TP / (2TP + FP + FN),
+    0 when the model predicts no positive and there is none."""
+    if len(predictions) != len(labels) or not labels:
+        raise ValueError(f"need as many predictions as labels, and some: {len(predictions)} vs {len(labels)}")
+    tp = sum(1 for p, y in zip(predictions, labels) if p == 1 and y == 1)
+    fp = sum(1 for p, y in zip(predictions, labels) if p == 1 and y != 1)
+    fn = sum(1 for p, y in zip(predictions, labels) if p != 1 and y == 1)
+    correct = sum(1 for p, y in zip(predictions, labels) if p == y)
+    denom = 2 * tp + fp + fn
+    return {"accuracy": correct / len(labels), "f1": 2 * tp / denom if denom else 0.0}
+
+
+def evaluate(model: "nn.Module", objective: "Objective", rows: Sequence[dict[str, Any]], pad_id: int = 0,
+             batch_size: int = EVAL_BATCH_SIZE, device: str = "cpu") -> dict[str, float]:
+    """Dev accuracy and positive-class F1 (argmax of the objective's logits), in eval mode."""
+    import torch
+
+    from spbench.data import collate
+
+    was_training = model.training
+    model.eval()
+    predictions: list[int] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                batch = _to(collate(list(rows[start:start + batch_size]), pad_id), device)
+                predictions += objective.logits(model, batch).argmax(-1).tolist()
+    finally:
+        model.train(was_training)
+    return binary_scores(predictions, [int(r["labels"]) for r in rows])
+
+
+class ClipHooks(StepHooks):
+    """Clips the gradient norm as the optimizer phase begins (after backward, before the
+    update), whichever ``train_step`` runs."""
+
+    def __init__(self, params: list["torch.Tensor"], max_norm: float | None) -> None:
+        self.params = params
+        self.max_norm = max_norm
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        if name == "optimizer" and self.max_norm:
+            import torch
+
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        yield
+
+
+def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows: Sequence[dict[str, Any]],
+        eval_rows: Sequence[dict[str, Any]] | None, budget: Budget, *, batch_size: int = DEFAULT_BATCH_SIZE,
+        seed: int = 0, warmup: float = DEFAULT_WARMUP, clip: float | None = DEFAULT_CLIP,
+        eval_every: int = 0, pad_id: int = 0, device: str = "cpu", progress: bool | None = None,
+        measure_peak: bool = True, label: str = "") -> TrainResult:
+    """Train ``model`` (already prepared by ``method``) on tokenised rows, then score ``eval_rows``.
+
+    Args:
+        train_rows / eval_rows: rows of ``input_ids`` (unpadded) and ``labels`` (``data.encode_sst2``).
+        budget: examples, steps or epochs; the step count is fixed before training starts.
+        warmup: share of the steps with a linearly rising learning rate.
+        clip: max gradient norm (None or 0: no clipping).
+        eval_every: score ``eval_rows`` every N steps and restore the best checkpoint at the end.
+        progress: a rich progress bar; None shows it only when stdout is a terminal.
+        measure_peak: track one extra steady-state step on the largest batch shape afterwards.
+    """
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from spbench.methods.base import trainable_parameters
+
+    if not train_rows:
+        raise ValueError("no training rows")
+    seed_everything(seed)
+    model.to(device)
+    model.train()
+    optimizer = method.make_optimizer(model)
+    total = budget.total_steps(len(train_rows), batch_size)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total), total)
+    hooks = ClipHooks(trainable_parameters(model), clip if method.uses_backward else None)
+    result = TrainResult()
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    data = batches(train_rows, batch_size, pad_id, seed)
+    started = time.perf_counter()
+    with _progress(progress, total, label) as advance:
+        for step in range(1, total + 1):
+            batch = _to(next(data), device)
+            loss = float(method.train_step(model, batch, optimizer, objective, hooks))
+            scheduler.step()
+            result.train_steps = step
+            result.train_examples += int(batch["labels"].shape[0])
+            result.losses.append(loss)
+            if not math.isfinite(loss):
+                result.status, result.reason = "failed", f"loss became {loss} at step {step}"
+                break
+            advance(loss, result.train_examples / (time.perf_counter() - started))
+            if eval_every and eval_rows and (step % eval_every == 0 or step == total):
+                scores = evaluate(model, objective, eval_rows, pad_id, device=device)
+                result.evals.append({"step": step, **scores})
+                if best is None or scores["accuracy"] > best[0]:
+                    best = (scores["accuracy"], step, _snapshot(model))
+    result.train_time_s = time.perf_counter() - started
+    if result.status != "ok":
+        return result
+    if best is not None:
+        model.load_state_dict(best[2], strict=False)
+        result.best_step = best[1]
+    if eval_rows:
+        scores = evaluate(model, objective, eval_rows, pad_id, device=device)
+        result.accuracy, result.f1 = scores["accuracy"], scores["f1"]
+    if measure_peak:
+        result.peak_bytes = peak_of_step(method, model, objective, optimizer, hooks,
+                                         largest_batch(train_rows, batch_size, pad_id), device)
+    return result
+
+
+def largest_batch(rows: Sequence[dict[str, Any]], batch_size: int, pad_id: int) -> dict[str, "torch.Tensor"]:
+    """The run's largest batch shape: the ``batch_size`` longest rows, padded together."""
+    from spbench.data import collate
+
+    longest = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))[:batch_size]
+    return collate([rows[i] for i in longest], pad_id)
+
+
+def peak_of_step(method: "Method", model: "nn.Module", objective: "Objective", optimizer: Any,
+                 hooks: StepHooks, batch: dict[str, "torch.Tensor"], device: str = "cpu") -> int:
+    """Peak bytes of one steady-state step (optimizer state already present) on ``batch``."""
+    import torch
+
+    from spbench.measure.memory import no_gc, tracked_peak
+
+    batch = _to(batch, device)
+    step = lambda: method.train_step(model, batch, optimizer, objective, hooks)  # noqa: E731
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        with no_gc():
+            step()
+            torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated())
+    return int(tracked_peak(step, model, optimizer, list(batch.values()))["peak_bytes"])
+
+
+def _snapshot(model: "nn.Module") -> dict[str, "torch.Tensor"]:
+    """A copy of what training changes: the trainable parameters (and buffers)."""
+    params = dict(model.named_parameters())
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if k not in params or params[k].requires_grad}
+
+
+def _to(batch: dict[str, "torch.Tensor"], device: str) -> dict[str, "torch.Tensor"]:
+    return batch if device == "cpu" else {k: v.to(device) for k, v in batch.items()}
+
+
+@contextlib.contextmanager
+def _progress(show: bool | None, total: int, label: str) -> Iterator[Any]:
+    """A rich bar with loss and examples/s; a no-op when quiet (not a terminal)."""
+    if show is None:
+        show = sys.stdout.isatty()
+    if not show:
+        yield lambda loss, rate: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} ex/s"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(label or "train", total=total, loss=float("nan"), rate=0.0)
+        yield lambda loss, rate: bar.update(task, advance=1, loss=loss, rate=rate)
+
+
+# --- one accuracy case ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a multi-stage method (e.g. MeZO then LST): train ``model`` with ``method``
+    on ``objective`` for ``share`` of the budget. A method may define ``stages(backbone)``
+    yielding these lazily; each is trained before the next is asked for."""
+
+    method: "Method"
+    model: "nn.Module"
+    objective: str
+    share: float = 1.0
+
+
+def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | None = None, *,
+                 seed: int = 0, warmup: float = DEFAULT_WARMUP, clip: float | None = DEFAULT_CLIP,
+                 eval_every: int = 0, progress: bool | None = None, train_limit: int | None = None,
+                 ) -> tuple[dict[str, Any], TrainResult]:
+    """Build ``case`` (``seq_len`` is the max token length), train it on SST-2 train, score it
+    on dev. Returns the extra_info fields (identity, training config, metrics) and the result.
+
+    A method with ``stages(backbone)`` (multi-stage) is trained stage by stage, the budget
+    split by each stage's ``share``; its last stage is scored.
+    """
+    from spbench import objectives
+    from spbench.case import build, identity
+    from spbench.data import encode_sst2, load_sst2
+
+    budget = budget or Budget.parse(DEFAULT_CPU_BUDGET)
+    data = load_sst2(sst2_dir)
+    built, _ = build(case, on_device=False)
+    tokenizer = built.backbone.tokenizer
+    pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+    stage_fn = getattr(built.method, "stages", None)
+    stages = stage_fn(built.backbone) if callable(stage_fn) else [
+        Stage(built.method, built.model, case.objective)]
+    result = TrainResult()
+    spent = 0.0
+    for stage in stages:
+        objective = objectives.get(stage.objective)
+        train_rows = encode_sst2(data["train"], tokenizer, objective, case.seq_len, limit=train_limit)
+        dev_rows = encode_sst2(data["dev"], tokenizer, objective, case.seq_len)
+        stage_budget = _share(budget, stage.share)
+        res = fit(stage.method, stage.model, objective, train_rows, dev_rows, stage_budget,
+                  batch_size=case.batch_size, seed=seed, warmup=warmup, clip=clip, eval_every=eval_every,
+                  pad_id=pad_id, device=case.device, progress=progress, label=f"{case.id} [{stage.method.name}]")
+        res.train_examples += result.train_examples
+        res.train_steps += result.train_steps
+        spent += res.train_time_s
+        res.train_time_s = spent
+        result = res
+        if result.status != "ok":
+            break
+    info = {**identity(built), **built.notes, **result.metrics(), "train_config": {
+        "budget": str(budget), "seed": seed, "warmup": warmup, "clip": clip if built.method.uses_backward else None,
+        "eval_every": eval_every, "max_len": case.seq_len, "optimizer": "AdamW + linear warmup/decay",
+        "peak": "tracked steady-state step at the largest batch shape",
+    }}
+    if result.best_step is not None:
+        info["best_step"] = result.best_step
+    if result.status != "ok":
+        info.update(status=result.status, reason=result.reason)
+    return info, result
+
+
+def _share(budget: Budget, share: float) -> Budget:
+    if share >= 1.0:
+        return budget
+    if budget.steps is not None:
+        return Budget(steps=max(1, round(budget.steps * share)))
+    if budget.examples is not None:
+        return Budget(examples=max(1, round(budget.examples * share)))
+    return Budget(epochs=budget.epochs * share)  # type: ignore[operator]

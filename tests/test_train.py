@@ -1,0 +1,148 @@
+"""Training loop: evaluation math, budgets, seeded determinism, real learning on a toy task,
+NaN handling, clipping, best-checkpoint tracking, and one SST-2 case end to end."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from spbench import backbones, methods, objectives
+from spbench.train import Budget, ClipHooks, binary_scores, evaluate, fit
+
+CLS = objectives.get("classification")
+
+
+def toy_rows(n: int, seed: int) -> list[dict]:
+    """A separable task for tiny-bert (vocab 1000): positives draw tokens from 500-999,
+    negatives from 5-499; lengths vary so padding is exercised."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        lo, hi = (500, 999) if label else (5, 499)
+        rows.append({"input_ids": [101] + [rng.randint(lo, hi) for _ in range(rng.randint(3, 12))],
+                     "labels": label})
+    rng.shuffle(rows)
+    return rows
+
+
+def tiny(method: str = "full_ft", **hp):
+    m = methods.get(method)(**hp)
+    return m, m.prepare(backbones.load("tiny-bert"))
+
+
+def test_binary_scores_on_known_predictions() -> None:
+    # TP=2, FP=1, FN=1, TN=1: accuracy 3/5, F1 = 2*2 / (2*2 + 1 + 1)
+    s = binary_scores([1, 1, 0, 0, 1], [1, 0, 0, 1, 1])
+    assert s["accuracy"] == pytest.approx(0.6) and s["f1"] == pytest.approx(4 / 6)
+    assert binary_scores([0, 0], [0, 0]) == {"accuracy": 1.0, "f1": 0.0}  # no positive anywhere
+    assert binary_scores([1, 1, 1, 1], [1, 0, 0, 0])["f1"] == pytest.approx(2 / 5)  # P=1/4, R=1
+    with pytest.raises(ValueError):
+        binary_scores([1], [1, 0])
+
+
+def test_evaluate_uses_argmax_and_restores_train_mode() -> None:
+    class Fixed(torch.nn.Module):  # "logits" favour class 1 exactly when the first token is 9
+        def forward(self, input_ids, attention_mask):
+            first = (input_ids[:, 0] == 9).float()
+            return torch.stack([1 - first, first], dim=-1)
+
+    model = Fixed().train()
+    rows = [{"input_ids": [9, 1], "labels": 1}, {"input_ids": [2], "labels": 1}, {"input_ids": [3, 3, 3], "labels": 0}]
+    assert evaluate(model, CLS, rows, batch_size=2) == pytest.approx({"accuracy": 2 / 3, "f1": 2 / 3})
+    assert model.training
+
+
+def test_budget_parsing_and_steps() -> None:
+    assert Budget.parse("examples=100").total_steps(1000, 32) == 4
+    assert Budget.parse("epochs=0.5").total_steps(100, 10) == 5
+    assert Budget.parse("steps=7").total_steps(10, 32) == 7
+    assert str(Budget.parse("epochs=2")) == "epochs=2.0"
+    for bad in ("examples", "minutes=3", "steps=-1", "steps=x", "epochs=0"):
+        with pytest.raises(ValueError):
+            Budget.parse(bad)
+
+
+def test_same_seed_same_loss_curve() -> None:
+    rows = toy_rows(64, 0)
+    curves = []
+    for seed in (3, 3, 4):
+        m, model = tiny("lora", lr=1e-3)
+        curves.append(fit(m, model, CLS, rows, None, Budget(steps=8), batch_size=8, seed=seed,
+                          measure_peak=False).losses)
+    assert len(curves[0]) == 8 and all(map(math.isfinite, curves[0]))
+    assert curves[0] == curves[1]  # bit for bit: seeds, dropout and data order all fixed
+    assert curves[0] != curves[2]
+
+
+def test_learns_a_separable_toy_task() -> None:
+    train, dev = toy_rows(256, 0), toy_rows(128, 1)
+    m, model = tiny("full_ft", lr=2e-3)
+    before = evaluate(model, CLS, dev)
+    res = fit(m, model, CLS, train, dev, Budget(epochs=4), batch_size=16, seed=0)
+    assert res.status == "ok" and res.train_steps == 64 and res.train_examples == 1024
+    early, late = sum(res.losses[:8]) / 8, sum(res.losses[-8:]) / 8
+    assert late < 0.5 * early, (early, late)
+    assert res.accuracy >= 0.9 and res.f1 >= 0.9, (before, res.accuracy, res.f1)
+    assert res.peak_bytes > sum(p.numel() * 4 for p in model.parameters())  # params + grads + states
+    assert res.train_time_s > 0
+
+
+def test_nan_loss_fails_the_run_with_its_reason() -> None:
+    class Poisoned(type(CLS)):
+        calls = 0
+
+        def loss(self, model, batch):
+            Poisoned.calls += 1
+            loss = super().loss(model, batch)
+            return loss * float("nan") if Poisoned.calls == 3 else loss
+
+    m, model = tiny()
+    res = fit(m, model, Poisoned(), toy_rows(64, 0), toy_rows(8, 1), Budget(steps=10), batch_size=8)
+    assert res.status == "failed" and "nan" in res.reason and "step 3" in res.reason
+    assert res.train_steps == 3 and res.accuracy is None
+    assert "sst2_accuracy" not in res.metrics()
+
+
+def test_clip_hooks_bound_the_gradient_norm_before_the_update() -> None:
+    m, model = tiny()
+    params = [p for p in model.parameters() if p.requires_grad]
+    from spbench.data import collate
+
+    loss = CLS.loss(model, collate(toy_rows(8, 0))) * 1e4  # a huge gradient
+    loss.backward()
+    assert torch.nn.utils.get_total_norm([p.grad for p in params]) > 1.0
+    with ClipHooks(params, 0.5).phase("optimizer"):
+        assert torch.nn.utils.get_total_norm([p.grad for p in params]) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_eval_every_restores_the_best_checkpoint() -> None:
+    train, dev = toy_rows(128, 0), toy_rows(64, 1)
+    m, model = tiny("full_ft", lr=2e-3)
+    res = fit(m, model, CLS, train, dev, Budget(steps=24), batch_size=8, eval_every=6)
+    assert [e["step"] for e in res.evals] == [6, 12, 18, 24]
+    best = max(res.evals, key=lambda e: e["accuracy"])
+    assert res.best_step == best["step"]
+    assert res.accuracy == pytest.approx(best["accuracy"])  # the restored model scores as it did
+
+
+@pytest.mark.slow
+def test_run_accuracy_end_to_end_on_a_tiny_sst2_folder(tmp_path: Path) -> None:
+    from spbench.case import Case
+    from spbench.result import Result
+    from spbench.train import run_accuracy
+
+    rng = random.Random(0)
+    words = {1: ["great", "wonderful", "moving"], 0: ["dull", "awful", "boring"]}
+    lines = ["sentence\tlabel"] + [f"a {rng.choice(words[y])} film \t{y}" for y in [0, 1] * 20]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "dev.tsv").write_text("\n".join(lines[:9]) + "\n")
+    info, res = run_accuracy(Case("lora", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=3), str(tmp_path))
+    assert res.status == "ok" and info["train_steps"] == 3 and info["train_examples"] == 12
+    assert 0.0 <= info["sst2_accuracy"] <= 1.0 and info["peak_bytes"] > 0
+    assert info["method_config"]["lr"] == 5e-4 and info["train_config"]["budget"] == "steps=3"
+    Result.from_extra_info({**info, "device": "cpu"}).to_extra_info()  # keys honour the contract
