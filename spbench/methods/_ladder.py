@@ -1,0 +1,349 @@
+"""The side network of Ladder Side-Tuning (Sung, Cho, Bansal 2022, arXiv:2206.06522) and k-LST.
+
+    s_0     = down_emb(h_0)                                       (width D = d / r)
+    f_i     = down_i(h_{l_i})                                     LST: the ladder of layer i
+    f_i     = sum_j softmax_j(q_i . (m_j + p_j) / sqrt(D)) m_j    k-LST: m_j = down(h_{l_i + j}),
+              j = -(k-1)/2 .. (k-1)/2, zero outside the backbone; q_i = W_i s; p_j learned
+    mu_i    = sigmoid(alpha_i / T),  alpha_i = 0 at start         (so every gate starts at 0.5)
+    s_i     = side_layer_i(mu_i s_{i-1} + (1 - mu_i) f_i)
+    logits  = head(up(LayerNorm(s_n)))                            head: Linear on the first token,
+                                                                  or the backbone's frozen MLM head
+
+The backbone runs under ``torch.no_grad()`` (unless its last layers are unfrozen), so backward
+never enters it: its activations are not kept for backward and its weights are not read.
+
+k-LST's positional embeddings enter the attention *keys* only, so the fused value is a convex
+combination of the projected members themselves; with k=1 the softmax weight is exactly 1 and
+the fused ladder is the LST ladder bit for bit (tested). The window is a slice of one stacked,
+zero-padded tensor of all projected layers, so the k members are never copied per side layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Where the weights of one encoder layer live, per family (the query path identifies it).
+LAYER_PARTS = {
+    "bert": {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+             "o": "attention.output.dense", "ln1": "attention.output.LayerNorm",
+             "fi": "intermediate.dense", "fo": "output.dense", "ln2": "output.LayerNorm"},
+    "distilbert": {"q": "attention.q_lin", "k": "attention.k_lin", "v": "attention.v_lin",
+                   "o": "attention.out_lin", "ln1": "sa_layer_norm",
+                   "fi": "ffn.lin1", "fo": "ffn.lin2", "ln2": "output_layer_norm"},
+}
+
+
+@dataclass(frozen=True)
+class SideSpec:
+    """What the side network looks like (built by the ``lst`` / ``klst`` methods).
+
+    ``k=0`` means the plain LST ladder; ``k>=1`` the k-LST window fusion.
+    """
+
+    r: int = 8
+    gate_temperature: float = 0.1
+    layers: tuple[int, ...] = ()
+    init: str = "pruned"
+    dropout: float = 0.1
+    ladder_dropout: float = 0.0
+    unfreeze_last: int = 0
+    downsampler: str = "linear"
+    k: int = 0
+    window_dropout: float = 0.0
+    pool_all: bool = False
+
+
+def encoder_layers(base: nn.Module) -> nn.ModuleList:
+    """The encoder's layer list (BERT / RoBERTa / MiniLM: ``encoder.layer``; DistilBERT:
+    ``transformer.layer``)."""
+    for path in ("encoder.layer", "transformer.layer"):
+        with contextlib.suppress(AttributeError):
+            return base.get_submodule(path)
+    raise ValueError(f"LST: cannot find the encoder layers of {type(base).__name__}")
+
+
+def layer_parts(layer: nn.Module) -> dict[str, nn.Module]:
+    """The q, k, v, o, ln1, fi, fo, ln2 modules of one encoder layer."""
+    for table in LAYER_PARTS.values():
+        try:
+            return {key: layer.get_submodule(path) for key, path in table.items()}
+        except AttributeError:
+            continue
+    raise ValueError(f"LST: unsupported encoder layer {type(layer).__name__}")
+
+
+def top_channels(importance: torch.Tensor, keep: int) -> torch.Tensor:
+    """Indices of the ``keep`` largest entries along the last dim, in ascending index order
+    (kept channels stay in their original order)."""
+    return importance.topk(keep, dim=-1).indices.sort(dim=-1).values
+
+
+def prune_plan(parts: dict[str, nn.Module], heads: int, r: int) -> dict[str, torch.Tensor]:
+    """Structured magnitude pruning of one layer to 1/r of its width (LST's pruned init, with
+    L1 weight magnitude standing in for the paper's Fisher information).
+
+    Returns kept indices: ``res`` (hidden channels: every weight touching the residual
+    stream), ``attn`` (per head, its 1/r most important dims: q/k/v rows and o columns, so
+    every head survives at 1/r width), ``ffn`` (intermediate channels).
+    """
+    w = {key: parts[key].weight.detach().abs() for key in ("q", "k", "v", "o", "fi", "fo")}
+    d = w["q"].shape[1]
+    res = w["q"].sum(0) + w["k"].sum(0) + w["v"].sum(0) + w["fi"].sum(0) + w["o"].sum(1) + w["fo"].sum(1)
+    attn = w["q"].sum(1) + w["k"].sum(1) + w["v"].sum(1) + w["o"].sum(0)
+    head_dim = d // heads
+    per_head = top_channels(attn.view(heads, head_dim), head_dim // r)
+    per_head = per_head + torch.arange(heads).unsqueeze(1) * head_dim
+    ffn = w["fi"].sum(1) + w["fo"].sum(0)
+    return {"res": top_channels(res, d // r), "attn": per_head.flatten(),
+            "ffn": top_channels(ffn, ffn.shape[0] // r)}
+
+
+class SideLayer(nn.Module):
+    """A post-LN encoder layer (BERT's shape) at side width: same head count, FFN width / r.
+
+    Attention is SDPA with a boolean padding mask (True = attend), so padded keys get no weight.
+    """
+
+    def __init__(self, width: int, heads: int, ffn: int, eps: float, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value, self.out = (nn.Linear(width, width) for _ in range(4))
+        self.ln1 = nn.LayerNorm(width, eps=eps)
+        self.fc_in = nn.Linear(width, ffn)
+        self.fc_out = nn.Linear(ffn, width)
+        self.ln2 = nn.LayerNorm(width, eps=eps)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, s, width = x.shape
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, s, self.heads, width // self.heads).transpose(1, 2)
+
+        attn = F.scaled_dot_product_attention(
+            split(self.query(x)), split(self.key(x)), split(self.value(x)), attn_mask=mask,
+            dropout_p=self.drop.p if self.training else 0.0)
+        x = self.ln1(x + self.drop(self.out(attn.transpose(1, 2).reshape(b, s, width))))
+        return self.ln2(x + self.drop(self.fc_out(F.gelu(self.fc_in(x)))))
+
+    @torch.no_grad()
+    def load_pruned(self, parts: dict[str, nn.Module], plan: dict[str, torch.Tensor]) -> None:
+        """Copy the kept slices of a backbone layer's weights (see :func:`prune_plan`)."""
+        res, attn, ffn = plan["res"], plan["attn"], plan["ffn"]
+        for name, key in (("query", "q"), ("key", "k"), ("value", "v")):
+            getattr(self, name).weight.copy_(parts[key].weight[attn][:, res])
+            getattr(self, name).bias.copy_(parts[key].bias[attn])
+        self.out.weight.copy_(parts["o"].weight[res][:, attn])
+        self.out.bias.copy_(parts["o"].bias[res])
+        self.fc_in.weight.copy_(parts["fi"].weight[ffn][:, res])
+        self.fc_in.bias.copy_(parts["fi"].bias[ffn])
+        self.fc_out.weight.copy_(parts["fo"].weight[res][:, ffn])
+        self.fc_out.bias.copy_(parts["fo"].bias[res])
+        for name, key in (("ln1", "ln1"), ("ln2", "ln2")):
+            getattr(self, name).weight.copy_(parts[key].weight[res])
+            getattr(self, name).bias.copy_(parts[key].bias[res])
+
+
+class AvgPoolDown(nn.Module):
+    """Parameter-free downsampler: the mean of each group of r consecutive channels."""
+
+    def __init__(self, r: int) -> None:
+        super().__init__()
+        self.r = r
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h.unflatten(-1, (-1, self.r)).mean(-1)
+
+
+class WindowFusion(nn.Module):
+    """k-LST: fuse a window of projected backbone layers by attention from the side state."""
+
+    def __init__(self, width: int, members: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(width, width)
+        self.pos = nn.Parameter(torch.randn(members, width) * 0.02)
+        self.scale = 1.0 / math.sqrt(width)
+
+    def forward(self, side: torch.Tensor, window: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """side (B, S, D); window (B, S, k, D); keep (B, 1, k) bool or None -> (B, S, D)."""
+        q = self.query(side)
+        scores = (torch.einsum("bsd,bskd->bsk", q, window) + q @ self.pos.T) * self.scale
+        if keep is not None:
+            scores = scores.masked_fill(~keep, float("-inf"))
+        return torch.einsum("bsk,bskd->bsd", scores.softmax(-1), window)
+
+
+def _config_value(config: Any, *names: str) -> Any:
+    for name in names:
+        if getattr(config, name, None) is not None:
+            return getattr(config, name)
+    raise ValueError(f"LST: backbone config has none of {names}")
+
+
+def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The backbone's own masked-LM head as a function of final hidden states."""
+    if hasattr(model, "lm_head"):  # RoBERTa
+        return model.lm_head
+    if hasattr(model, "cls"):  # BERT, MiniLM
+        return model.cls
+    if hasattr(model, "vocab_projector"):  # DistilBERT
+        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+    raise ValueError(f"LST: no masked-LM head found on {type(model).__name__}")
+
+
+class LadderSideModel(nn.Module):
+    """Frozen backbone + side network; ``forward(input_ids, attention_mask)`` -> ``.logits``.
+
+    Args:
+        model: the backbone with its head (``*ForSequenceClassification`` or ``*ForMaskedLM``).
+        head: "classification" (a new Linear on the first token) or "mlm" (vocabulary
+            scores per position from the backbone's frozen MLM head).
+    """
+
+    def __init__(self, model: nn.Module, head: str, spec: SideSpec) -> None:
+        super().__init__()
+        if head not in ("classification", "mlm"):
+            raise ValueError(f"LST supports the classification and mlm heads, not {head!r}")
+        config = model.config
+        d = _config_value(config, "hidden_size", "dim")
+        heads = _config_value(config, "num_attention_heads", "n_heads")
+        ffn = _config_value(config, "intermediate_size", "hidden_dim")
+        eps = getattr(config, "layer_norm_eps", 1e-12)
+        r = spec.r
+        if r < 1 or d % (heads * r) or ffn % r:
+            raise ValueError(f"LST: r={r} must divide the head width {d // heads} and the FFN width {ffn}")
+        self.backbone, self.head, self.spec = model, head, spec
+        self.base_layers = encoder_layers(model.base_model)
+        n = len(self.base_layers)
+        if any(not -n <= l < n for l in spec.layers):
+            raise ValueError(f"LST: layers {spec.layers} outside the backbone's {n} layers")
+        self.layers = tuple(sorted({l % n for l in spec.layers})) if spec.layers else tuple(range(n))
+        if not 0 <= spec.unfreeze_last <= n:
+            raise ValueError(f"LST: unfreeze_last={spec.unfreeze_last} outside 0..{n}")
+        if spec.k < 0 or (spec.k and spec.k % 2 == 0):
+            raise ValueError(f"k-LST: k must be odd and positive, not {spec.k}")
+        width = d // r
+        self.width = width
+
+        # Downsamplers: "emb" for the side network's first input, one per backbone layer read.
+        read = self.layers if spec.k == 0 else tuple(range(n))
+        keys = ["emb", *map(str, read)]
+        if spec.downsampler == "linear":
+            self.down = nn.ModuleDict({key: nn.Linear(d, width) for key in keys})
+        elif spec.downsampler == "shared":
+            self.down_shared = nn.Linear(d, width)
+        elif spec.downsampler == "avgpool":
+            self.down_pool = AvgPoolDown(r)
+        else:
+            raise ValueError(f"LST: downsampler must be linear, shared or avgpool, not {spec.downsampler!r}")
+        self.side_layers = nn.ModuleList(SideLayer(width, heads, ffn // r, eps, spec.dropout) for _ in self.layers)
+        self.gates = nn.Parameter(torch.zeros(len(self.layers)))
+        self.ladder_drop = nn.Dropout(spec.ladder_dropout)
+        if spec.k:
+            members = n if spec.pool_all else spec.k
+            self.fusion = nn.ModuleList(WindowFusion(width, members) for _ in self.layers)
+        self.final_ln = nn.LayerNorm(width, eps=eps)
+        self.upsample = nn.Linear(width, d)
+        if head == "classification":
+            self.head_drop = nn.Dropout(spec.dropout)
+            self.classifier = nn.Linear(d, config.num_labels)
+        self._init_side(getattr(config, "initializer_range", 0.02))
+        if spec.init == "pruned":
+            for side, l in zip(self.side_layers, self.layers):
+                parts = layer_parts(self.base_layers[l])
+                side.load_pruned(parts, prune_plan(parts, heads, r))
+        elif spec.init != "random":
+            raise ValueError(f"LST: init must be pruned or random, not {spec.init!r}")
+
+        unfrozen = list(self.base_layers)[n - spec.unfreeze_last:] if spec.unfreeze_last else []
+        self.unfrozen = unfrozen
+        for name, param in self.named_parameters():
+            param.requires_grad_(not name.startswith("backbone."))
+        for layer in unfrozen:
+            layer.requires_grad_(True)
+
+    def _init_side(self, std: float) -> None:
+        for name, module in self.named_modules():
+            if name.startswith("backbone"):
+                continue
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+
+    def train(self, mode: bool = True) -> "LadderSideModel":
+        """The frozen backbone always runs in eval mode (no dropout noise on fixed features);
+        unfrozen layers follow ``mode``."""
+        super().train(mode)
+        self.backbone.eval()
+        for layer in self.unfrozen:
+            layer.train(mode)
+        return self
+
+    def downsample(self, key: str, h: torch.Tensor) -> torch.Tensor:
+        if self.spec.downsampler == "linear":
+            return self.down[key](h)
+        if self.spec.downsampler == "shared":
+            return self.down_shared(h)
+        return self.down_pool(h)
+
+    def backbone_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Every hidden state of the backbone (embeddings first), without a graph if frozen."""
+        grad = torch.no_grad() if not self.unfrozen else contextlib.nullcontext()
+        with grad:
+            out = self.backbone.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                           output_hidden_states=True, return_dict=True)
+        return out.hidden_states
+
+    def ladders(self, states: tuple[torch.Tensor, ...]) -> Callable[[int, torch.Tensor], torch.Tensor]:
+        """A function (side index, side state) -> the ladder input of that side layer."""
+        spec = self.spec
+        if not spec.k:
+            return lambda i, side: self.downsample(str(self.layers[i]), states[self.layers[i] + 1])
+        feats = [self.downsample(str(l), h) for l, h in enumerate(states[1:])]
+        half = 0 if spec.pool_all else spec.k // 2
+        zeros = [feats[0].new_zeros(feats[0].shape)] * half
+        stacked = torch.stack(zeros + feats + zeros, dim=2)  # (B, S, n + 2 half, D)
+        members = stacked.shape[2] if spec.pool_all else spec.k
+
+        def keep_mask(centre: int) -> torch.Tensor | None:
+            if not (self.training and spec.window_dropout > 0):
+                return None
+            b = stacked.shape[0]
+            keep = torch.rand(b, 1, members, device=stacked.device) >= spec.window_dropout
+            always = torch.zeros(members, dtype=torch.bool, device=stacked.device)
+            always[centre] = True  # the centre member is never dropped: the softmax stays defined
+            return keep | always
+
+        def fused(i: int, side: torch.Tensor) -> torch.Tensor:
+            l = self.layers[i]
+            window = stacked if spec.pool_all else stacked[:, :, l:l + spec.k]
+            return self.fusion[i](side, window, keep_mask(l if spec.pool_all else half))
+
+        return fused
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                **_: Any) -> SimpleNamespace:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        states = self.backbone_states(input_ids, attention_mask)
+        mask = attention_mask.bool()[:, None, None, :]
+        ladder = self.ladders(states)
+        side = self.downsample("emb", states[0])
+        for i, layer in enumerate(self.side_layers):
+            mu = torch.sigmoid(self.gates[i] / self.spec.gate_temperature)
+            side = layer(mu * side + (1 - mu) * self.ladder_drop(ladder(i, side)), mask)
+        side = self.final_ln(side)
+        if self.head == "classification":
+            # The head reads the first token only: upsampling just it is the same and cheaper.
+            logits = self.classifier(self.head_drop(self.upsample(side[:, 0])))
+        else:
+            logits = mlm_head(self.backbone)(self.upsample(side))
+        return SimpleNamespace(logits=logits)
