@@ -48,6 +48,8 @@ def predict_built(built: Built, plain: torch.nn.Module | None = None,
     if built.method.uses_backward:
         metrics["params_backward_read"] = reads.reads.numel()
         metrics["params_with_grad"] = reads.with_grad
+    else:  # no backward phase at all (MeZO): backward reads nothing, by construction
+        metrics["params_backward_read"] = 0
     if plain is not None:
         metrics["predicted_inference_peak_bytes"] = predict_inference(built, plain, mode)
     return metrics
