@@ -6,9 +6,9 @@ head's scores of the label words (" terrible" = 0, " great" = 1) at the mask pos
 loss is cross-entropy over those scores (Gao et al. 2021, arXiv:2012.15723; Malladi et al.
 2023, arXiv:2305.17333, who use this template for SST-2).
 
-A batch carries, besides ``input_ids`` / ``attention_mask`` / ``labels``, one row each of
-``mask_pos`` (B) and ``label_word_ids`` (B x C): the objective then needs no tokenizer, and a
-loader that slices rows keeps them aligned.
+A batch carries, besides ``input_ids`` / ``attention_mask`` / ``labels``, one integer per row
+each of ``mask_pos`` and ``label_word_0`` .. ``label_word_<C-1>``: the objective then needs no
+tokenizer, and any loader that slices or collates rows keeps them aligned.
 
 Only the hidden state at the mask goes through the MLM head: the head is per token, so this is
 the same as scoring every position and picking one, without the B x S x V logits (1.6 GB for
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 TEMPLATE = "{sentence} It was <mask> ."
 LABEL_WORDS = (" terrible", " great")
 MASK = "<mask>"
+WORD_KEY = "label_word_"  # batch columns label_word_0, label_word_1, ...: one id per row each
 
 
 def label_word_ids(tokenizer: Any, words: Sequence[str] = LABEL_WORDS) -> list[int]:
@@ -96,18 +97,17 @@ def _special_wrap(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 def encode(tokenizer: Any, sentences: Sequence[str], labels: Sequence[int] | None = None,
            max_len: int = 128, template: str = TEMPLATE,
-           label_words: Sequence[str] = LABEL_WORDS) -> dict[str, "torch.Tensor"]:
-    """Tokenise ``sentences`` into prompt batches, right-padded to the longest row.
+           label_words: Sequence[str] = LABEL_WORDS) -> list[dict[str, Any]]:
+    """Tokenise ``sentences`` into prompt rows (unpadded; ``spbench.data.collate`` or
+    :func:`pad` makes batches).
 
     Template prefix, sentence and suffix are tokenised apart and joined, so truncation to
     ``max_len`` cuts the sentence's end and never the template (the mask survives). The
     template's ``<mask>`` becomes the tokenizer's mask id.
 
-    Returns ``input_ids``, ``attention_mask``, ``mask_pos`` (B), ``label_word_ids`` (B x C)
-    and, with ``labels``, ``labels``.
+    Each row: ``input_ids`` (list), ``mask_pos`` and ``label_word_<i>`` (ints; scalars so that
+    a collator pads only the token list) and, with ``labels``, ``labels``.
     """
-    import torch
-
     if tokenizer.mask_token_id is None:
         raise ValueError(f"{type(tokenizer).__name__} has no mask token: the prompt objective needs one")
     words = label_word_ids(tokenizer, label_words)
@@ -117,21 +117,41 @@ def encode(tokenizer: Any, sentences: Sequence[str], labels: Sequence[int] | Non
     if budget < 1:
         raise ValueError(f"max_len {max_len} leaves no room for a sentence in template {template!r}")
     body = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
-    rows = [lead + head + ids[:budget] + tail + trail for ids in body]
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    mask_pos = torch.empty(len(rows), dtype=torch.long)
+    rows = []
+    for i, ids in enumerate(body):
+        tokens = lead + head + list(ids[:budget]) + tail + trail
+        row: dict[str, Any] = {"input_ids": tokens, "mask_pos": tokens.index(tokenizer.mask_token_id)}
+        row.update({f"{WORD_KEY}{c}": w for c, w in enumerate(words)})
+        if labels is not None:
+            row["labels"] = int(labels[i])
+        rows.append(row)
+    return rows
+
+
+def pad(rows: Sequence[dict[str, Any]], pad_id: int = 0) -> dict[str, "torch.Tensor"]:
+    """Right-pad prompt rows into one batch with its ``attention_mask``."""
+    import torch
+
+    width = max(len(r["input_ids"]) for r in rows)
+    batch = {"input_ids": torch.full((len(rows), width), pad_id, dtype=torch.long),
+             "attention_mask": torch.zeros((len(rows), width), dtype=torch.long)}
     for i, row in enumerate(rows):
-        input_ids[i, :len(row)] = torch.tensor(row)
-        attention_mask[i, :len(row)] = 1
-        mask_pos[i] = row.index(tokenizer.mask_token_id)
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "mask_pos": mask_pos,
-             "label_word_ids": torch.tensor(words).expand(len(rows), -1).clone()}
-    if labels is not None:
-        batch["labels"] = torch.as_tensor(list(labels), dtype=torch.long)
+        batch["input_ids"][i, :len(row["input_ids"])] = torch.tensor(row["input_ids"])
+        batch["attention_mask"][i, :len(row["input_ids"])] = 1
+    for key in rows[0]:
+        if key != "input_ids":
+            batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.long)
     return batch
+
+
+def word_ids(batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
+    """The batch's label-word ids, B x C (from its ``label_word_<i>`` columns)."""
+    import torch
+
+    count = sum(1 for key in batch if key.startswith(WORD_KEY))
+    if not count:
+        raise ValueError("a prompt batch needs label_word_<i> columns (spbench.prompt.encode makes them)")
+    return torch.stack([batch[f"{WORD_KEY}{c}"] for c in range(count)], dim=1)
 
 
 def _unwrap(model: "nn.Module") -> "nn.Module":
@@ -163,7 +183,7 @@ class Prompt(Objective):
         import torch
 
         rows = torch.arange(batch["input_ids"].shape[0], device=batch["input_ids"].device)
-        words = batch["label_word_ids"]
+        words = word_ids(batch)
         inner = _unwrap(model)
         head = _mlm_head(inner)
         if head is not None and getattr(inner, "base_model", inner) is not inner:
@@ -199,7 +219,8 @@ class Prompt(Objective):
         mask_pos = (lengths - 3).clamp(min=0)
         batch["input_ids"][torch.arange(batch_size), mask_pos] = mask_id
         batch["mask_pos"] = mask_pos
-        batch["label_word_ids"] = torch.tensor(words).expand(batch_size, -1).clone()
+        batch.update({f"{WORD_KEY}{c}": torch.full((batch_size,), w, dtype=torch.long)
+                      for c, w in enumerate(words)})
         return batch
 
     def notes(self, backbone: "Backbone") -> dict[str, Any]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spbench import backbones, objectives
-from spbench.prompt import Prompt, encode, label_word_ids
+from spbench.prompt import Prompt, encode, label_word_ids, pad, word_ids
 
 CORPUS = ["a great movie . it was great .", "a terrible film , it was terrible .",
           "It was fine and good , not terrible"] * 20
@@ -51,7 +51,8 @@ def test_multi_token_label_word_is_a_clear_error(bert_tok) -> None:
 @pytest.mark.parametrize("style", ["bert", "roberta"])
 def test_encode_mask_position_and_template(style, bert_tok, roberta_tok) -> None:
     tok = bert_tok if style == "bert" else roberta_tok
-    batch = encode(tok, ["a great movie", "a terrible film , it was terrible"], [1, 0], max_len=64)
+    batch = pad(encode(tok, ["a great movie", "a terrible film , it was terrible"], [1, 0], max_len=64),
+                tok.pad_token_id)
     for i in range(2):
         row = batch["input_ids"][i]
         pos = int(batch["mask_pos"][i])
@@ -66,11 +67,11 @@ def test_encode_mask_position_and_template(style, bert_tok, roberta_tok) -> None
     joint = tok("a great movie It was " + tok.mask_token + " .")["input_ids"]
     assert batch["input_ids"][0, :len(joint)].tolist() == joint
     assert batch["labels"].tolist() == [1, 0]
-    assert batch["label_word_ids"].shape == (2, 2)
+    assert word_ids(batch).tolist() == [label_word_ids(tok)] * 2
 
 
 def test_truncation_keeps_the_mask(bert_tok) -> None:
-    batch = encode(bert_tok, ["awful " * 300, "ok"], max_len=24)
+    batch = pad(encode(bert_tok, ["awful " * 300, "ok"], max_len=24))
     assert batch["input_ids"].shape == (2, 24)
     assert int(batch["mask_pos"][0]) == 24 - 3  # [MASK] . [SEP] at the end of the full row
     assert batch["input_ids"][0, 21] == bert_tok.mask_token_id
@@ -94,6 +95,7 @@ def test_logits_are_full_mlm_scores_at_the_mask(name) -> None:
     with torch.no_grad():
         full = bb.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         got = obj.logits(bb.model, batch)
+    assert word_ids(batch).tolist() == [[bb.config.vocab_size - 3, bb.config.vocab_size - 2]] * 4
     want = full[rows, batch["mask_pos"]][:, [bb.config.vocab_size - 3, bb.config.vocab_size - 2]]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     loss = obj.loss(bb.model, batch)
@@ -109,7 +111,8 @@ def test_other_modules_use_their_own_logits() -> None:
             return torch.nn.functional.one_hot(input_ids, 10).float()
 
     batch = {"input_ids": torch.tensor([[1, 7, 2], [1, 3, 2]]), "attention_mask": torch.ones(2, 3),
-             "mask_pos": torch.tensor([1, 1]), "label_word_ids": torch.tensor([[3, 7], [3, 7]])}
+             "mask_pos": torch.tensor([1, 1]), "label_word_0": torch.tensor([3, 3]),
+             "label_word_1": torch.tensor([7, 7])}
     assert obj.logits(PerPosition(), batch).tolist() == [[0.0, 1.0], [1.0, 0.0]]
 
 
@@ -120,9 +123,22 @@ def test_minilm_is_flagged_untrained_head_and_uses_tokenizer_ids(bert_tok) -> No
     assert obj.notes(backbones.load("tiny-bert", head="mlm")) == {}
     batch = obj.synthetic_batch(bb, 3, 12)
     assert (batch["input_ids"][torch.arange(3), batch["mask_pos"]] == bert_tok.mask_token_id).all()
-    assert batch["label_word_ids"][0].tolist() == label_word_ids(bert_tok)
+    assert word_ids(batch)[0].tolist() == label_word_ids(bert_tok)
 
 
 def test_prompt_is_registered_lazily() -> None:
     obj = objectives.get("prompt")
     assert obj.head == "mlm" and obj.name == "prompt"
+
+
+def test_rows_go_through_the_sst2_collator(bert_tok) -> None:
+    """The SST-2 path pads per batch with ``data.collate``: the scalar columns stay one per row."""
+    from spbench.data import collate
+
+    rows = encode(bert_tok, ["a great movie", "bad"], [1, 0], max_len=32)
+    batch = collate(rows, bert_tok.pad_token_id)
+    want = pad(rows, bert_tok.pad_token_id)
+    for key in ("input_ids", "attention_mask", "mask_pos", "labels", "label_word_0", "label_word_1"):
+        assert torch.equal(batch[key], want[key]), key
+    bb = backbones.load("minilm-l6", head="mlm")
+    assert objectives.get("prompt").logits(bb.model, batch).shape == (2, 2)
