@@ -1,0 +1,151 @@
+"""MeZO followed by LST: zeroth-order tuning of the backbone, then a ladder side network on it.
+
+Stage 1: MeZO (Malladi et al. 2023, arXiv:2305.17333) with the prompt objective trains the
+backbone itself at inference-level memory; the stage-1 backbone is saved with safetensors.
+Stage 2: LST (Sung et al. 2022, arXiv:2206.06522) is built on the reloaded stage-1 backbone
+(its pruned side-network init reads the stage-1 weights too) and trained by backprop through
+the side network only, with the prompt objective or as a sequence classifier (``stage2``).
+
+What a ``mezo_lst`` benchmark case measures: one step of **stage 2** (an LST step on a
+backbone of the same shape; weights do not change memory or time), with the case's objective.
+Stage 1 is the ``mezo`` case with ``--objective prompt``; :func:`stage_cases` gives both cases,
+and the overall peak of the method is the larger of the two. The accuracy path
+(``spbench.train.run_accuracy``) trains both stages through :meth:`MeZOLST.stages`.
+
+    spbench estimate --method mezo_lst --backbone roberta-large --batch-size 16
+    spbench estimate --method mezo --backbone roberta-large --objective prompt --batch-size 16
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Literal
+
+from spbench.methods.base import NO_HOOKS, Method, StepHooks, register_method
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from spbench.backbones import Backbone
+    from spbench.case import Case
+    from spbench.objectives import Objective
+
+CHECKPOINT = "stage1.safetensors"
+
+
+def save_stage1(model: "nn.Module", folder: str) -> str:
+    """Save the stage-1 masked-LM model (LoRA adapters merged first, if any) as safetensors;
+    tied weights are stored once. Returns the file path."""
+    from safetensors.torch import save_model
+
+    if hasattr(model, "merge_and_unload"):  # MeZO+LoRA: fold the adapters into the weights
+        model = model.merge_and_unload()
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, CHECKPOINT)
+    save_model(model, path)
+    return path
+
+
+def load_stage1(name: str, path: str, head: str = "mlm") -> "Backbone":
+    """Backbone ``name`` with ``head``, its weights from a stage-1 checkpoint.
+
+    "mlm": the whole saved model. "classification": the saved encoder under a fresh
+    classifier (a BERT pooler, which the MLM model lacks, keeps its loaded weights).
+    """
+    from safetensors.torch import load_model
+
+    from spbench import backbones
+
+    mlm = backbones.load(name, head="mlm")
+    missing, unexpected = load_model(mlm.model, path, strict=True)
+    if head == "mlm":
+        return mlm
+    target = backbones.load(name, head=head)
+    result = target.model.base_model.load_state_dict(mlm.model.base_model.state_dict(), strict=False)
+    stray = [k for k in result.missing_keys if not k.startswith("pooler.")] + list(result.unexpected_keys)
+    if stray:
+        raise ValueError(f"stage-1 checkpoint does not fit {name} ({head}): {stray[:5]}")
+    return target
+
+
+@register_method("mezo_lst")
+@dataclass(frozen=True)
+class MeZOLST(Method):
+    """Stage 1 MeZO (prompt; eps 1e-3, lr 1e-6, all parameters), stage 2 LST (r=8, AdamW 1e-3).
+
+    Fields: ``lr`` / ``weight_decay`` / ``r`` of stage 2 (LST); ``mezo_lr``, ``mezo_eps``,
+    ``mezo_trainable`` of stage 1; ``mezo_share`` of the training budget spent in stage 1;
+    ``stage2`` objective of stage 2 in the accuracy path ("classification" or "prompt");
+    ``checkpoint_dir`` for the stage-1 checkpoint (empty: a fresh temporary folder).
+    """
+
+    summary = "MeZO (prompt) on the backbone, then LST on the stage-1 backbone; step = stage 2"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    r: int = 8
+    mezo_lr: float = 1e-6
+    mezo_eps: float = 1e-3
+    mezo_trainable: str = "all"
+    mezo_share: float = 0.5
+    stage2: Literal["classification", "prompt"] = "classification"
+    checkpoint_dir: str = ""
+
+    def stage1_method(self) -> Method:
+        from spbench.methods import get
+
+        return get("mezo")(lr=self.mezo_lr, eps=self.mezo_eps, trainable=self.mezo_trainable)
+
+    def stage2_method(self) -> Method:
+        from spbench.methods import get
+
+        return get("lst")(lr=self.lr, weight_decay=self.weight_decay, r=self.r)
+
+    # The benchmark step is stage 2's.
+    def prepare(self, backbone: "Backbone") -> "nn.Module":
+        return self.stage2_method().prepare(backbone)
+
+    def make_optimizer(self, model: "nn.Module", foreach: bool | None = None) -> "torch.optim.Optimizer":
+        return self.stage2_method().make_optimizer(model, foreach=foreach)
+
+    def train_step(self, model: "nn.Module", batch: dict[str, "torch.Tensor"],
+                   optimizer: "torch.optim.Optimizer", objective: "Objective",
+                   hooks: StepHooks = NO_HOOKS) -> "torch.Tensor":
+        return self.stage2_method().train_step(model, batch, optimizer, objective, hooks)
+
+    def stages(self, backbone: "Backbone") -> Iterator[Any]:
+        """The accuracy path's stages (``spbench.train.Stage``), yielded lazily: stage 1 on a
+        fresh masked-LM copy of ``backbone``; once it is trained, its checkpoint is saved and
+        stage 2 is built on the reloaded weights."""
+        import tempfile
+
+        from spbench import backbones, objectives
+        from spbench.train import Stage
+
+        if not 0 < self.mezo_share < 1:
+            raise ValueError(f"mezo_lst: mezo_share must be in (0, 1), not {self.mezo_share}")
+        first = self.stage1_method()
+        mlm = backbones.load(backbone.name, head="mlm")
+        model = first.prepare(mlm)
+        yield Stage(first, model, "prompt", share=self.mezo_share)
+        folder = self.checkpoint_dir or tempfile.mkdtemp(prefix="spbench-mezo-lst-")
+        path = save_stage1(model, folder)
+        del model, mlm
+        second = self.stage2_method()
+        tuned = load_stage1(backbone.name, path, head=objectives.get(self.stage2).head)
+        yield Stage(second, second.prepare(tuned), self.stage2, share=1 - self.mezo_share)
+
+
+def stage_cases(case: "Case") -> list["Case"]:
+    """The two benchmark cases a ``mezo_lst`` case stands for: stage 1 as ``mezo`` with the
+    prompt objective, stage 2 as the case itself (its step is LST's)."""
+    import dataclasses
+
+    from spbench.methods import get
+
+    method = get(case.method).from_overrides(dict(case.overrides))
+    if not isinstance(method, MeZOLST):
+        raise ValueError(f"stage_cases wants a mezo_lst case, not {case.method!r}")
+    first = (("lr", repr(method.mezo_lr)), ("eps", repr(method.mezo_eps)), ("trainable", method.mezo_trainable))
+    return [dataclasses.replace(case, method="mezo", objective="prompt", overrides=first), case]
