@@ -24,7 +24,7 @@ import pytest
 from spbench.cli import main
 from spbench.reporting.plot import pareto
 from spbench.reporting.results import load, merge_rows
-from spbench.reporting.tables import best_of, scale_for
+from spbench.reporting.tables import best_of, fmt, scale_for
 from spbench.result import METRICS
 
 HERE = Path(__file__).parent
@@ -109,6 +109,10 @@ def test_scaling_happens_in_the_reporter() -> None:
     assert scale_for(METRICS["step_time_s"], [0.02]).unit == "ms"
     assert scale_for(METRICS["flops_forward"], [2e12]).unit == "TFLOP"
     assert scale_for(METRICS["sst2_accuracy"], [0.9]).unit == "%"
+    assert scale_for(METRICS["params_backward_read"], [300_000_000]).divisor == 1  # counts stay exact
+    mib = scale_for(METRICS["peak_bytes"], [5 * 2**20])
+    assert fmt(3 * 2**20, mib) == "3.00" and fmt(0, mib) == "0.00"
+    assert fmt(4096, mib) == "<0.01"  # small is not zero
 
 
 def test_direction_drives_the_best_mark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,13 +72,15 @@ def scale_for(metric: Metric, values: Iterable[float]) -> Scale:
         return Scale(1, "FLOP", 0)
     if metric.unit == "ratio":
         return Scale(0.01, "%", 2)
-    if metric.unit == "count" and top >= 1e6:
-        return Scale(1e6, "M", 2)
-    return Scale(1, "", 0)
+    return Scale(1, "", 0)  # counts stay exact: 1,536 read parameters must not show as 0.00 M
 
 
 def fmt(value: float, scale: Scale) -> str:
-    return f"{value / scale.divisor:,.{scale.decimals}f}"
+    scaled = value / scale.divisor
+    smallest = 10.0 ** -scale.decimals
+    if value != 0 and abs(scaled) < smallest / 2:  # not zero, and must not read as zero
+        return f"<{smallest:.{scale.decimals}f}" if value > 0 else f">-{smallest:.{scale.decimals}f}"
+    return f"{scaled:,.{scale.decimals}f}"
 
 
 def header(metric: Metric, scale: Scale) -> str:
@@ -189,7 +191,7 @@ def compare_table(title: str, a: Row, b: Row) -> Table:
         if va is None or vb is None or va == 0:
             line.append(NONE)
         else:
-            line.append(f"{vb / va:.2f}{TIMES}")
+            line.append(fmt(vb / va, Scale(1, "", 2)) + TIMES)
         if with_delta:
             line.append(f"{(vb - va) * 100:+.2f} pp" if metric.unit == "ratio" and None not in (va, vb) else "")
         cells.append(line)
