@@ -230,3 +230,56 @@ class Prompt(Objective):
 
 
 OBJECTIVES.register("prompt")(Prompt())
+
+
+def warmup_mlm_head(backbone: "Backbone", sentences: Sequence[str], steps: int = 200, batch_size: int = 32,
+                    max_len: int = 64, lr: float = 1e-3, mask_prob: float = 0.15, seed: int = 0) -> list[float]:
+    """Give a backbone without a pretrained MLM head a usable one: masked-LM training of the
+    head alone (the encoder frozen and run without grad; a decoder tied to the input
+    embeddings stays frozen with them, so the encoder is exactly the pretrained one) on
+    unlabelled sentences. BERT's masking: ``mask_prob`` of the non-special tokens become the
+    mask token. Returns the loss per step.
+    """
+    import random
+
+    import torch
+    import torch.nn.functional as F
+
+    from spbench.methods.base import head_module_names
+
+    model, tok = backbone.model, backbone.tokenizer
+    head = _mlm_head(model)
+    if head is None or tok is None or tok.mask_token_id is None:
+        raise ValueError(f"{backbone.name}: the MLM-head warm-up needs a masked-LM model with a tokenizer")
+    encoder = {id(p) for p in model.base_model.parameters()}
+    params = [p for name in head_module_names(model) for p in getattr(model, name).parameters()
+              if id(p) not in encoder]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+    pool = list(sentences)
+    special = set(tok.all_special_ids)
+    model.eval()  # no dropout in the frozen encoder; the head has none
+    losses = []
+    for _ in range(steps):
+        enc = tok(rng.sample(pool, batch_size), truncation=True, max_length=max_len,
+                  padding=True, return_tensors="pt")
+        ids, attn = enc["input_ids"], enc["attention_mask"]
+        maskable = attn.bool() & ~torch.isin(ids, torch.tensor(sorted(special)))
+        chosen = maskable & (torch.rand(ids.shape, generator=gen) < mask_prob)
+        if not chosen.any():
+            continue
+        with torch.no_grad():
+            hidden = model.base_model(input_ids=ids.masked_fill(chosen, tok.mask_token_id),
+                                      attention_mask=attn, return_dict=True).last_hidden_state
+        loss = F.cross_entropy(head(hidden[chosen]).float(), ids[chosen])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return losses

@@ -142,3 +142,19 @@ def test_rows_go_through_the_sst2_collator(bert_tok) -> None:
         assert torch.equal(batch[key], want[key]), key
     bb = backbones.load("minilm-l6", head="mlm")
     assert objectives.get("prompt").logits(bb.model, batch).shape == (2, 2)
+
+
+def test_mlm_head_warmup_trains_only_the_untied_head() -> None:
+    from spbench.prompt import warmup_mlm_head
+
+    bb = backbones.load("minilm-l6", head="mlm")
+    model = bb.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = warmup_mlm_head(bb, ["a great movie", "a terrible film", "it was fine", "not good"] * 4,
+                             steps=3, batch_size=8, mask_prob=0.5, lr=1e-2)
+    assert len(losses) == 3 and all(l == l and l > 0 for l in losses)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("cls.predictions.") for k in changed), changed
+    assert "cls.predictions.decoder.weight" not in changed  # tied to the input embeddings: frozen
+    assert all(p.requires_grad for p in model.parameters())  # left as it found them
