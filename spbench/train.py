@@ -3,7 +3,8 @@
     res = run_accuracy(Case("lora", "minilm-l6", batch_size=32, seq_len=64), Budget.parse("examples=8000"))
 
 ``fit`` runs AdamW (``method.make_optimizer``) with linear warmup then linear decay
-(``transformers.get_linear_schedule_with_warmup``), seeds torch, Python and the data order,
+(``transformers.get_linear_schedule_with_warmup``; a constant rate for methods without a
+backward pass, as in MeZO, or as a method's ``lr_schedule`` says), seeds torch, Python and the data order,
 clips the gradient norm between backward and the optimizer (a ``StepHooks`` phase, so a method
 that overrides ``train_step``, as MeZO does, still gets it; skipped when the method uses no
 backward), and stops with status "failed" on a NaN/inf loss rather than report garbage.
@@ -23,6 +24,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -204,7 +206,7 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
         measure_peak: track one extra steady-state step on the largest batch shape afterwards.
     """
     import torch
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_constant_schedule, get_linear_schedule_with_warmup
 
     from spbench.methods.base import trainable_parameters
 
@@ -215,7 +217,10 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
     model.train()
     optimizer = method.make_optimizer(model)
     total = budget.total_steps(len(train_rows), batch_size)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total), total)
+    if lr_schedule(method) == "constant":
+        scheduler = get_constant_schedule(optimizer)
+    else:
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total), total)
     hooks = ClipHooks(trainable_parameters(model), clip if method.uses_backward else None)
     result = TrainResult()
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
@@ -225,7 +230,9 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
         for step in range(1, total + 1):
             batch = _to(next(data), device)
             loss = float(method.train_step(model, batch, optimizer, objective, hooks))
-            scheduler.step()
+            with warnings.catch_warnings():  # MeZO updates without optimizer.step(): expected
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                scheduler.step()
             result.train_steps = step
             result.train_examples += int(batch["labels"].shape[0])
             result.losses.append(loss)
@@ -251,6 +258,15 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
         result.peak_bytes = peak_of_step(method, model, objective, optimizer, hooks,
                                          largest_batch(train_rows, batch_size, pad_id), device)
     return result
+
+
+def lr_schedule(method: "Method") -> str:
+    """"linear" (warmup then decay to 0) or "constant": a method's ``lr_schedule`` attribute,
+    else constant for methods without a backward pass (MeZO's paper keeps its rate constant)."""
+    schedule = getattr(method, "lr_schedule", None) or ("linear" if method.uses_backward else "constant")
+    if schedule not in ("linear", "constant"):
+        raise ValueError(f"method {method.name!r}: lr_schedule must be 'linear' or 'constant', not {schedule!r}")
+    return schedule
 
 
 def largest_batch(rows: Sequence[dict[str, Any]], batch_size: int, pad_id: int) -> dict[str, "torch.Tensor"]:
@@ -358,6 +374,8 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
                   pad_id=pad_id, device=case.device, progress=progress, label=f"{case.id} [{stage.method.name}]")
         res.train_examples += result.train_examples
         res.train_steps += result.train_steps
+        if result.peak_bytes is not None:  # the run's peak is its largest stage's
+            res.peak_bytes = max(result.peak_bytes, res.peak_bytes or 0)
         spent += res.train_time_s
         res.train_time_s = spent
         result = res
@@ -365,7 +383,7 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
             break
     info = {**identity(built), **built.notes, **result.metrics(), "train_config": {
         "budget": str(budget), "seed": seed, "warmup": warmup, "clip": clip if built.method.uses_backward else None,
-        "eval_every": eval_every, "max_len": case.seq_len, "optimizer": "AdamW + linear warmup/decay",
+        "eval_every": eval_every, "max_len": case.seq_len, "lr_schedule": lr_schedule(built.method),
         "peak": "tracked steady-state step at the largest batch shape",
     }}
     if result.best_step is not None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from spbench import backbones, methods, objectives
-from spbench.train import Budget, ClipHooks, binary_scores, evaluate, fit
+from spbench.train import Budget, ClipHooks, binary_scores, evaluate, fit, lr_schedule
 
 CLS = objectives.get("classification")
 
@@ -90,6 +90,24 @@ def test_learns_a_separable_toy_task() -> None:
     assert res.accuracy >= 0.9 and res.f1 >= 0.9, (before, res.accuracy, res.f1)
     assert res.peak_bytes > sum(p.numel() * 4 for p in model.parameters())  # params + grads + states
     assert res.train_time_s > 0
+
+
+def test_lr_schedule_is_constant_without_backward() -> None:
+    full = methods.get("full_ft")
+
+    class NoBackward(full):
+        uses_backward = False
+
+    class Declared(full):
+        lr_schedule = "constant"
+
+    class Bad(full):
+        lr_schedule = "cosine"
+
+    assert lr_schedule(full()) == "linear"
+    assert lr_schedule(NoBackward()) == "constant" and lr_schedule(Declared()) == "constant"
+    with pytest.raises(ValueError, match="cosine"):
+        lr_schedule(Bad())
 
 
 def test_nan_loss_fails_the_run_with_its_reason() -> None:
