@@ -225,7 +225,7 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
     result = TrainResult()
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     data = batches(train_rows, batch_size, pad_id, seed)
-    started = time.perf_counter()
+    started, eval_time = time.perf_counter(), 0.0
     with _progress(progress, total, label) as advance:
         for step in range(1, total + 1):
             batch = _to(next(data), device)
@@ -239,13 +239,15 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
             if not math.isfinite(loss):
                 result.status, result.reason = "failed", f"loss became {loss} at step {step}"
                 break
-            advance(loss, result.train_examples / (time.perf_counter() - started))
+            advance(loss, result.train_examples / (time.perf_counter() - started - eval_time))
             if eval_every and eval_rows and (step % eval_every == 0 or step == total):
+                eval_started = time.perf_counter()
                 scores = evaluate(model, objective, eval_rows, pad_id, device=device)
+                eval_time += time.perf_counter() - eval_started  # train_time_s is training only
                 result.evals.append({"step": step, **scores})
                 if best is None or scores["accuracy"] > best[0]:
                     best = (scores["accuracy"], step, _snapshot(model))
-    result.train_time_s = time.perf_counter() - started
+    result.train_time_s = time.perf_counter() - started - eval_time
     if result.status != "ok":
         return result
     if best is not None:

@@ -164,3 +164,13 @@ def test_run_accuracy_end_to_end_on_a_tiny_sst2_folder(tmp_path: Path) -> None:
     assert 0.0 <= info["sst2_accuracy"] <= 1.0 and info["peak_bytes"] > 0
     assert info["method_config"]["lr"] == 5e-4 and info["train_config"]["budget"] == "steps=3"
     Result.from_extra_info({**info, "device": "cpu"}).to_extra_info()  # keys honour the contract
+
+
+def test_progress_bar_shows_loss_and_throughput_only_when_asked(capsys: pytest.CaptureFixture) -> None:
+    m, model = tiny("lora", lr=1e-3)
+    fit(m, model, CLS, toy_rows(32, 0), None, Budget(steps=2), batch_size=8, measure_peak=False)
+    assert capsys.readouterr().out == ""  # not a terminal: quiet
+    fit(m, model, CLS, toy_rows(32, 0), None, Budget(steps=2), batch_size=8, measure_peak=False,
+        progress=True, label="toy")
+    out = capsys.readouterr().out
+    assert "toy" in out and "2/2" in out and "ex/s" in out and "loss 0." in out
