@@ -39,6 +39,8 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny models (a dry run that cannot rot)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="step cases start before this (s)")
     parser.add_argument("--methods", default="", help="default: every registered method")
+    parser.add_argument("--predict-extra-s", type=float, default=60.0,
+                        help="predictions may start until budget + this (s)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--shards", type=int, default=0, help="parallel prediction processes (0: auto)")
     args = parser.parse_args()
@@ -71,7 +73,8 @@ def main() -> int:
     def launch(job: tuple[str, str, str]) -> None:
         bb, shape, dtype = job
         name = f"predicted-{bb}-{shape}-{dtype}"
-        cmd = pytest_cmd("test_memory.py", out / f"{name}.json", bb, shape, dtype, [*methods, "-q"])
+        cmd = pytest_cmd("test_memory.py", out / f"{name}.json", bb, shape, dtype,
+                         [*methods, "-q", f"--deadline={deadline + args.predict_extra_s}"])
         log = open(logs / f"{name}.log", "wb")
         running.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), name))
 
