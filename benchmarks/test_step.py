@@ -12,7 +12,7 @@ from typing import Any
 from record import base_info, guarded, record
 
 from spbench.case import Case, build, identity
-from spbench.measure.measured import measure_built
+from spbench.measure.measured import cuda_baseline, measure_built
 from spbench.measure.timing import median_step_time, synced
 
 
@@ -21,8 +21,9 @@ def test_step(benchmark: Any, step_case: Case, request: Any) -> None:
     rounds = request.config.getoption("--rounds")
 
     def body() -> None:
+        baseline = cuda_baseline(case.device)
         built, _ = build(case, on_device=True)
-        metrics, step = measure_built(built)
+        metrics, step = measure_built(built, baseline)
         benchmark.pedantic(synced(step, case.device), rounds=rounds, warmup_rounds=0, iterations=1)
         if benchmark.stats is not None:
             metrics["step_time_s"] = float(benchmark.stats.stats.median)

@@ -101,7 +101,10 @@ def build(case: Case, keep_backbone_copy: bool = False,
     batch = objective.synthetic_batch(bb, case.batch_size, case.seq_len)
     if on_device:
         batch = {k: v.to(case.device) for k, v in batch.items()}
-    model = method.prepare(bb)
+    # Modules and tensors a method creates (side networks, index tensors) land on the
+    # backbone's device.
+    with torch.device(case.device if on_device else "cpu"):
+        model = method.prepare(bb)
     model.train()
     notes = dict(objective.notes(bb))
     return Built(case, method, objective, bb, model, batch, notes), plain
