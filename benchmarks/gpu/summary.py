@@ -57,6 +57,8 @@ def render(measured: dict[str, dict[str, Any]], predicted: dict[str, dict[str, A
         err = None if pred is None else 100.0 * (pred - m["peak_bytes"]) / m["peak_bytes"]
         if err is not None:
             errors.append(err)
+        else:
+            notes.append(f"- `{case}`: no prediction ({'its shard passed the time budget' if p is None else p.get('status')})")
         rows.append([case, _mib(m["peak_bytes"]), _mib(pred), "" if err is None else f"{err:+.1f}",
                      _mib(m.get("reserved_peak_bytes")), _mib(m.get("nvml_used_bytes")),
                      f"{1000 * m['step_time_s']:.1f}" if "step_time_s" in m else ""])
