@@ -49,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-only", action="store_true", help="predicted figures only (fast, deterministic)")
     p.add_argument("--accuracy", action="store_true", help="SST-2 accuracy cases instead (see README for the budget)")
     p.add_argument("--sst2-dir", default=None, help="SST-2 folder (else $SPBENCH_SST2_DIR, else the hub)")
+    p.add_argument("--budget", default="", help="accuracy: examples=N | steps=N | epochs=N (default: examples=8000)")
+    p.add_argument("--accuracy-shape", default="", help="accuracy: BATCHxMAXLEN (default: 32x64)")
+    p.add_argument("--seed", default="", help="accuracy: training seed (default: 0)")
     p.add_argument("--benchmarks", default=None, help="path of the benchmarks/ folder")
     p.add_argument("--format", default="markdown", help="report format written to OUT (default: %(default)s)")
     p.set_defaults(func=run)
@@ -71,8 +74,11 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path) -> li
         cmd.append(f"--device={args.device}")
     for item in args.set:
         cmd.append(f"--set={item}")
-    if args.accuracy and args.sst2_dir:
-        cmd.append(f"--sst2-dir={args.sst2_dir}")
+    if args.accuracy:
+        for option in ("sst2_dir", "budget", "accuracy_shape", "seed"):
+            value = getattr(args, option)
+            if value:
+                cmd.append(f"--{option.replace('_', '-')}={value}")
     return cmd
 
 
