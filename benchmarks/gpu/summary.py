@@ -9,13 +9,15 @@ the median absolute error. Cases skipped for the time budget or failed are liste
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
+
+from spbench.cli import CliError
+from spbench.reporting.results import read_json
 
 
 def _mib(n: float | None) -> str:
@@ -28,11 +30,9 @@ def load(paths: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[st
     machine: dict[str, Any] = {}
     for path in paths:
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            print(f"skipping {path}: {exc}", file=sys.stderr)
-            continue
-        if "benchmarks" not in data:
+            data = read_json(path)
+        except CliError as exc:  # e.g. a shard that ran no case: say so, use the rest
+            print(f"skipping {exc}", file=sys.stderr)
             continue
         machine = machine or data.get("machine_info", {})
         for bench in data["benchmarks"]:
