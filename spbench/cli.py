@@ -53,7 +53,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     rows = [("method", n, methods.get(n).summary) for n in methods.names()]
     rows += [("backbone", n, d) for n, d in backbones.describe()]
-    rows += [("objective", n, "") for n in objectives.OBJECTIVES.names()]
+    rows += [("objective", n, "") for n in objectives.names()]
     if args.json:
         print(json.dumps([{"kind": k, "name": n, "summary": s} for k, n, s in rows], indent=2))
         return 0

@@ -74,3 +74,9 @@ def get(name: str) -> Objective:
 
         importlib.import_module("spbench.prompt")  # registers itself when present
     return OBJECTIVES.get(name)
+
+
+def names() -> list[str]:
+    """Every objective, the lazily registered "prompt" included."""
+    get("prompt")
+    return OBJECTIVES.names()
