@@ -78,6 +78,15 @@ def main() -> int:
         log = open(logs / f"{name}.log", "wb")
         running.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), name))
 
+    def reap() -> None:
+        """Note finished prediction shards and start the next ones in their place."""
+        for proc, name in list(running):
+            if proc.poll() is not None:
+                running.remove((proc, name))
+                print(f"[{time.time() - start:5.0f}s] {name}: exit {proc.returncode}")
+                if pending:
+                    launch(pending.pop(0))
+
     pending = list(jobs)
     while pending and len(running) < shards:
         launch(pending.pop(0))
@@ -101,22 +110,11 @@ def main() -> int:
             text = line.decode(errors="replace").rstrip()
             if any(word in text for word in ("PASSED", "FAILED", "SKIPPED", "ERROR", " passed", " failed")):
                 print(f"[{time.time() - start:5.0f}s] {text}")
-            # keep the pool busy while the GPU runs
-            for proc, name in list(running):
-                if proc.poll() is not None:
-                    running.remove((proc, name))
-                    print(f"[{time.time() - start:5.0f}s] {name}: exit {proc.returncode}")
-                    if pending:
-                        launch(pending.pop(0))
+            reap()  # keep the prediction pool busy while the GPU runs
     step.wait()
     print(f"[{time.time() - start:5.0f}s] measured cases done: exit {step.returncode}")
     while running or pending:
-        for proc, name in list(running):
-            if proc.poll() is not None:
-                running.remove((proc, name))
-                print(f"[{time.time() - start:5.0f}s] {name}: exit {proc.returncode}")
-                if pending:
-                    launch(pending.pop(0))
+        reap()
         time.sleep(0.5)
     print(f"[{time.time() - start:5.0f}s] predictions done")
     from summary import main as summarize  # noqa: E402  (beside this file)
