@@ -320,3 +320,22 @@ def test_accuracy_run_joins_the_step_row_and_keeps_its_own_peak_as_a_note(tmp_pa
     assert len(rows) == 6
     assert lora.metrics["peak_bytes"] == step_peak and lora.metrics["sst2_accuracy"] == 0.875
     assert lora.notes["peak_bytes in the SST-2 training run"] == step_peak + 4096
+
+
+def test_output_to_a_special_file_writes_through_it(tmp_path: Path) -> None:
+    """`-o /dev/null` or a pipe must be written to, never replaced by a regular file."""
+    import os
+    import stat
+    import threading
+
+    from spbench.reporting.results import write_atomic
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_atomic(fifo, "table\n")
+    reader.join(timeout=10)
+    assert got == [b"table\n"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

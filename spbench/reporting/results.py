@@ -251,6 +251,14 @@ def group_title(row: Row) -> str:
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
     """Write via a temporary file in the same folder and a rename: never a half-written file."""
     target = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    if target.exists() and not target.is_file():  # /dev/null, /dev/stdout, a pipe: never replace it
+        try:
+            with open(target, "wb") as fh:
+                fh.write(payload)
+        except OSError as exc:
+            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+        return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -258,7 +266,7 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
         raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.write(payload)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
