@@ -45,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shapes", default="", help="BATCHxSEQ list (default: 16x128)")
     p.add_argument("--device", default="cpu", help="device of the measured step cases")
     p.add_argument("--dtypes", default="", help="float32,bfloat16")
+    p.add_argument("--objective", default="", help="classification (default) | prompt")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method hyperparameter")
     p.add_argument("--memory-only", action="store_true", help="predicted figures only (fast, deterministic)")
     p.add_argument("--accuracy", action="store_true", help="SST-2 accuracy cases instead (see README for the budget)")
@@ -66,7 +67,7 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path) -> li
         targets = [str(bench / "test_memory.py"), str(bench / "test_step.py")]
     cmd = [sys.executable, "-m", "pytest", *targets, f"--benchmark-json={json_path}",
            "-p", "no:cacheprovider", "-q", "--benchmark-columns=median", "-W", "ignore"]
-    for option in ("methods", "backbones", "shapes", "dtypes"):
+    for option in ("methods", "backbones", "shapes", "dtypes", "objective"):
         value = getattr(args, option)
         if value:
             cmd.append(f"--{option}={value}")
