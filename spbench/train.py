@@ -366,6 +366,7 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         Stage(built.method, built.model, case.objective)]
     result = TrainResult()
     spent = 0.0
+    per_stage: list[dict[str, Any]] = []
     for stage in stages:
         objective = objectives.get(stage.objective)
         train_rows = encode_sst2(data["train"], tokenizer, objective, case.seq_len, limit=train_limit)
@@ -374,6 +375,7 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         res = fit(stage.method, stage.model, objective, train_rows, dev_rows, stage_budget,
                   batch_size=case.batch_size, seed=seed, warmup=warmup, clip=clip, eval_every=eval_every,
                   pad_id=pad_id, device=case.device, progress=progress, label=f"{case.id} [{stage.method.name}]")
+        per_stage.append({"method": stage.method.name, "objective": stage.objective, **res.metrics()})
         res.train_examples += result.train_examples
         res.train_steps += result.train_steps
         if result.peak_bytes is not None:  # the run's peak is its largest stage's
@@ -390,6 +392,8 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
     }}
     if result.best_step is not None:
         info["best_step"] = result.best_step
+    if len(per_stage) > 1:  # each stage's own peak, time and score; the top-level figures are overall
+        info["stages"] = per_stage
     if result.status != "ok":
         info.update(status=result.status, reason=result.reason)
     return info, result

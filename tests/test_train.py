@@ -174,3 +174,21 @@ def test_progress_bar_shows_loss_and_throughput_only_when_asked(capsys: pytest.C
         progress=True, label="toy")
     out = capsys.readouterr().out
     assert "toy" in out and "2/2" in out and "ex/s" in out and "loss 0." in out
+
+
+@pytest.mark.slow
+def test_multi_stage_run_reports_each_stage(tmp_path: Path) -> None:
+    from spbench.case import Case
+    from spbench.train import run_accuracy
+
+    lines = ["sentence\tlabel"] + [f"a {w} film \t{y}" for y, w in [(0, "dull"), (1, "great")] * 8]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "dev.tsv").write_text("\n".join(lines[:5]) + "\n")
+    info, res = run_accuracy(Case("mezo_lst", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=4), str(tmp_path))
+    assert res.status == "ok", res.reason
+    stages = info["stages"]
+    assert [s["method"] for s in stages] == ["mezo", "lst"]
+    assert all(s["train_steps"] > 0 and s["peak_bytes"] > 0 for s in stages)
+    assert info["train_steps"] == sum(s["train_steps"] for s in stages)
+    assert info["peak_bytes"] == max(s["peak_bytes"] for s in stages)
+    assert info["train_time_s"] == pytest.approx(sum(s["train_time_s"] for s in stages))
