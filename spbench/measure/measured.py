@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from spbench.case import Built, ChainHooks, autocast_for, step_fn
-from spbench.measure.memory import no_gc
+from spbench.measure.memory import no_gc, tracked_peak
 
 
 def nvml_used_bytes(device_index: int) -> int | None:
@@ -77,12 +77,7 @@ def measure_built(built: Built, baseline: tuple[int, int] = (0, 0)) -> tuple[dic
         if used is not None:
             metrics["nvml_used_bytes"] = used
     else:
-        peak = tracked_peak_cpu(step, built, optimizer)
-        metrics["peak_bytes"] = peak
+        metrics["peak_bytes"] = tracked_peak(step, built.model, optimizer,
+                                             list(built.batch.values()))["peak_bytes"]
     return metrics, step
 
-
-def tracked_peak_cpu(step: Callable[[], Any], built: Built, optimizer: torch.optim.Optimizer) -> int:
-    from spbench.measure.memory import tracked_peak
-
-    return tracked_peak(step, built.model, optimizer, list(built.batch.values()))["peak_bytes"]

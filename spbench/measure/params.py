@@ -63,12 +63,14 @@ class BackwardReadHooks(StepHooks):
         self.model = model
         self.reads = ParamReads(model)
         self.with_grad = 0
+        self.ran_backward = False
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         if name != "backward":
             yield
             return
+        self.ran_backward = True
         with self.reads:
             yield
         params = {id(p): p for p in self.model.parameters() if p.requires_grad}

@@ -45,17 +45,15 @@ def predict_built(built: Built, plain: torch.nn.Module | None = None,
     metrics.update(peak)
     metrics["flops_forward"] = flops.flops["forward"]
     metrics["flops_backward"] = flops.flops["backward"]
-    if built.method.uses_backward:
-        metrics["params_backward_read"] = reads.reads.numel()
+    metrics["params_backward_read"] = reads.reads.numel()  # 0 when no backward phase ran (MeZO)
+    if reads.ran_backward:  # "reached by the gradient" means nothing without a backward
         metrics["params_with_grad"] = reads.with_grad
-    else:  # no backward phase at all (MeZO): backward reads nothing, by construction
-        metrics["params_backward_read"] = 0
     if plain is not None:
-        metrics["predicted_inference_peak_bytes"] = predict_inference(built, plain, mode)
+        metrics["predicted_inference_peak_bytes"] = predict_inference(built, plain, mode, emulate_cuda)
     return metrics
 
 
-def predict_inference(built: Built, plain: torch.nn.Module, mode: Any) -> int:
+def predict_inference(built: Built, plain: torch.nn.Module, mode: Any, emulate_cuda: bool = True) -> int:
     """Predicted peak of a no-grad eval forward of the same batch on the untouched backbone."""
     fakeify(plain, mode)
     plain.eval()
@@ -65,7 +63,7 @@ def predict_inference(built: Built, plain: torch.nn.Module, mode: Any) -> int:
         with torch.no_grad(), ChainHooks(autocast=autocast).phase("forward"):
             built.objective.logits(plain, built.batch)
 
-    with mode, cuda_emulation():
+    with mode, (cuda_emulation() if emulate_cuda else contextlib.nullcontext()):
         return tracked_peak(forward, plain, list(built.batch.values()))["peak_bytes"]
 
 

@@ -8,6 +8,7 @@ task head. The backward pass still goes through every frozen W to reach earlier 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -61,12 +62,6 @@ class LoRA(Method):
         from peft import get_peft_model
 
         model = backbone.model
-        train_head = self.train_head and backbone.head == "classification"
-        method = self if train_head == self.train_head else _replace(self, train_head=train_head)
+        # Only a classification head is trained; the prompt objective's MLM head stays frozen.
+        method = dataclasses.replace(self, train_head=self.train_head and backbone.head == "classification")
         return get_peft_model(model, method.lora_config(model))
-
-
-def _replace(obj: LoRA, **changes: object) -> LoRA:
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
