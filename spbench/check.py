@@ -24,7 +24,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-GATED_DEVICE = "predicted-cuda"
+from spbench.reporting.results import PREDICTED
+
+GATED_DEVICE = PREDICTED
 
 
 @dataclass

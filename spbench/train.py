@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 # The embedded CPU default (README): about 10 minutes for full_ft on minilm-l6 on 2 cores.
 DEFAULT_CPU_BUDGET = "examples=8000"
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_MAX_LEN = 64
 DEFAULT_WARMUP = 0.06  # share of the steps (RoBERTa's GLUE recipe)
 DEFAULT_CLIP = 1.0
 EVAL_BATCH_SIZE = 64
@@ -253,6 +252,7 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
     if best is not None:
         model.load_state_dict(best[2], strict=False)
         result.best_step = best[1]
+        best = None  # the snapshot must not sit in the peak measured below
     if eval_rows:
         scores = evaluate(model, objective, eval_rows, pad_id, device=device)
         result.accuracy, result.f1 = scores["accuracy"], scores["f1"]
@@ -378,8 +378,8 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         per_stage.append({"method": stage.method.name, "objective": stage.objective, **res.metrics()})
         res.train_examples += result.train_examples
         res.train_steps += result.train_steps
-        if result.peak_bytes is not None:  # the run's peak is its largest stage's
-            res.peak_bytes = max(result.peak_bytes, res.peak_bytes or 0)
+        if result.peak_bytes is not None and res.peak_bytes is not None:  # the largest stage's
+            res.peak_bytes = max(result.peak_bytes, res.peak_bytes)  # (a failed stage: not measured)
         spent += res.train_time_s
         res.train_time_s = spent
         result = res

@@ -231,7 +231,6 @@ class LadderSideModel(nn.Module):
         if spec.k < 0 or (spec.k and spec.k % 2 == 0):
             raise ValueError(f"k-LST: k must be odd and positive, not {spec.k}")
         width = d // r
-        self.width = width
 
         # Downsamplers: "emb" for the side network's first input, one per backbone layer read.
         read = self.layers if spec.k == 0 else tuple(range(n))

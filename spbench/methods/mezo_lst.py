@@ -59,7 +59,7 @@ def load_stage1(name: str, path: str, head: str = "mlm") -> "Backbone":
     from spbench import backbones
 
     mlm = backbones.load(name, head="mlm")
-    missing, unexpected = load_model(mlm.model, path, strict=True)
+    load_model(mlm.model, path, strict=True)
     if head == "mlm":
         return mlm
     target = backbones.load(name, head=head)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from spbench.cli import CliError
-from spbench.reporting.results import Row, Source, groups
+from spbench.reporting.results import PREDICTED, Row, Source, groups
 from spbench.result import METRICS, Metric
 
 # Markers (Unicode private use area): renderers replace them.
@@ -109,7 +109,7 @@ def _notes(rows: list[Row]) -> list[str]:
         for device, status in sorted(row.status.items()):
             if status != "ok":
                 reason = row.reasons.get(device, "no reason recorded")
-                kind = "predicted" if device == "predicted-cuda" else f"measured on {device}"
+                kind = "predicted" if device == PREDICTED else f"measured on {device}"
                 out.append(f"{row.label}: {status} ({kind}): {reason}")
         for key, value in sorted(row.notes.items()):
             out.append(f"{row.label}: {key} = {value}")
