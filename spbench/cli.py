@@ -133,7 +133,7 @@ def _fit(args: argparse.Namespace, budget: int) -> int:
 
 
 # Subcommands that live in their own modules: each provides add_parser(subparsers).
-_MODULE_COMMANDS = ("spbench.runner", "spbench.report", "spbench.check")
+_MODULE_COMMANDS = ("spbench.runner", "spbench.report", "spbench.check", "spbench.sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

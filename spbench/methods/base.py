@@ -68,7 +68,7 @@ class Method:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    lr: float = 1e-4
+    lr: float = dataclasses.field(default=1e-4, metadata={"search": "x0.1:x10:log"})  # sweep space
     weight_decay: float = 0.0
 
     def prepare(self, backbone: "Backbone") -> "nn.Module":
