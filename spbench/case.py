@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from spbench import backbones, methods, objectives
+from spbench.errors import InputError
 from spbench.methods.base import Method, StepHooks
 from spbench.objectives import Objective
 
@@ -50,9 +51,9 @@ class Case:
         backbones.resolve(self.backbone)
         objectives.get(self.objective)
         if self.batch_size < 1 or self.seq_len < 2:
-            raise ValueError(f"impossible shape: batch size {self.batch_size}, sequence length {self.seq_len}")
+            raise InputError(f"impossible shape: batch size {self.batch_size}, sequence length {self.seq_len}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+            raise InputError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
         methods.get(self.method).from_overrides(dict(self.overrides))
 
 

@@ -20,7 +20,7 @@ SCHEMA_VERSION = 1
 class Metric:
     key: str
     unit: str  # "bytes", "s", "flops", "count", "ratio"
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: describes the run, neither better nor worse
     label: str
     deterministic: bool = False  # the same on every machine: gated by ``spbench check``
 
@@ -47,8 +47,8 @@ METRICS: dict[str, Metric] = {
         Metric("step_time_s", "s", False, "step time"),
         Metric("sst2_accuracy", "ratio", True, "SST-2 dev accuracy"),
         Metric("sst2_f1", "ratio", True, "SST-2 dev F1"),
-        Metric("train_examples", "count", False, "training examples"),
-        Metric("train_steps", "count", False, "training steps"),
+        Metric("train_examples", "count", None, "training examples"),
+        Metric("train_steps", "count", None, "training steps"),
         Metric("train_time_s", "s", False, "training time"),
     ]
 }

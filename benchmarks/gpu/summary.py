@@ -16,7 +16,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from spbench.cli import CliError
+from spbench.errors import InputError
 from spbench.reporting.results import read_json
 
 
@@ -31,7 +31,7 @@ def load(paths: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[st
     for path in paths:
         try:
             data = read_json(path)
-        except CliError as exc:  # e.g. a shard that ran no case: say so, use the rest
+        except InputError as exc:  # e.g. a shard that ran no case: say so, use the rest
             print(f"skipping {exc}", file=sys.stderr)
             continue
         machine = machine or data.get("machine_info", {})

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from spbench.cli import CliError
+from spbench.errors import InputError
 from spbench.result import METRICS, Result
 
 PREDICTED = "predicted-cuda"  # the device test_memory records carry
@@ -58,23 +58,23 @@ def _describe_machine(info: dict[str, Any]) -> str:
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed document of a pytest-benchmark JSON, or a :class:`CliError` saying what is wrong."""
+    """The parsed document of a pytest-benchmark JSON, or a :class:`InputError` saying what is wrong."""
     p = Path(path)
     if not p.is_file():
-        raise CliError(f"{p}: no such file")
+        raise InputError(f"{p}: no such file")
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise CliError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise InputError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     except UnicodeDecodeError:
-        raise CliError(f"{p}: not a text file (expected pytest-benchmark JSON)") from None
+        raise InputError(f"{p}: not a text file (expected pytest-benchmark JSON)") from None
     except OSError as exc:
-        raise CliError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-        raise CliError(f"{p}: not a pytest-benchmark JSON (no 'benchmarks' list); "
+        raise InputError(f"{p}: not a pytest-benchmark JSON (no 'benchmarks' list); "
                        f"write one with: pytest benchmarks/ --benchmark-json={p.name}")
     if not doc["benchmarks"]:
-        raise CliError(f"{p}: the benchmark list is empty (no case ran or every case was deselected)")
+        raise InputError(f"{p}: the benchmark list is empty (no case ran or every case was deselected)")
     return doc
 
 
@@ -85,15 +85,15 @@ def records_of(doc: dict[str, Any], source: str) -> list[Record]:
         info = bench.get("extra_info") if isinstance(bench, dict) else None
         missing = [k for k in _REQUIRED if not isinstance(info, dict) or k not in info]
         if missing:
-            raise CliError(f"{source}: benchmark {name!r} carries no spbench result "
+            raise InputError(f"{source}: benchmark {name!r} carries no spbench result "
                            f"(extra_info lacks {', '.join(missing)}); is this a run of benchmarks/?")
         for key in METRICS.keys() & info.keys():
             if not isinstance(info[key], (int, float)) or isinstance(info[key], bool):
-                raise CliError(f"{source}: benchmark {name!r}: {key} is {info[key]!r}, not a number")
+                raise InputError(f"{source}: benchmark {name!r}: {key} is {info[key]!r}, not a number")
         try:
             result = Result.from_extra_info(info)
         except (TypeError, ValueError) as exc:
-            raise CliError(f"{source}: benchmark {name!r}: {exc}") from None
+            raise InputError(f"{source}: benchmark {name!r}: {exc}") from None
         case_id = str(info.get("case_id") or name)
         out.append(Record(source, name, case_id, int(info["schema_version"]), result))
     return out
@@ -120,7 +120,7 @@ def schema_version(records: list[Record]) -> int:
         versions.setdefault(r.schema_version, set()).add(r.source)
     if len(versions) > 1:
         listing = "; ".join(f"schema_version {v} in {', '.join(sorted(s))}" for v, s in sorted(versions.items()))
-        raise CliError(f"refusing to merge results measured by different code ({listing}); "
+        raise InputError(f"refusing to merge results measured by different code ({listing}); "
                        "re-run the older cases or report them separately")
     return next(iter(versions))
 
@@ -180,7 +180,7 @@ def _merge_into(row: Row, rec: Record) -> None:
             row.notes[f"{key} in the SST-2 training run"] = value
             continue
         if key in row.metrics and row.metrics[key] != value:
-            raise CliError(f"case {rec.case_id} has two values of {key} on {res.device} "
+            raise InputError(f"case {rec.case_id} has two values of {key} on {res.device} "
                            f"({row.metrics[key]} and {value}, the latter in {rec.source}); "
                            "report one run per case, or the runs in separate reports")
         row.metrics[key] = value
@@ -257,13 +257,13 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
             with open(target, "wb") as fh:
                 fh.write(payload)
         except OSError as exc:
-            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+            raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
         return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
-        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -274,5 +274,5 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+            raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spbench.errors import InputError
 from spbench.sweep.setup import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY, SAMPLERS, Setup
 
 EXIT_INTERRUPTED = 130
@@ -73,7 +74,6 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--clip", type=float, default=None, help="max gradient norm, 0 for none (default: 1.0)")
     g.add_argument("--eval-every", type=int, default=0, help="score dev every N steps and keep the best")
     g.add_argument("--no-group-by-length", action="store_true", help="plain shuffled batches (more padding)")
-    g.add_argument("--train-limit", type=int, default=None, help="use only the first N training rows")
     g = p.add_argument_group("storage and workers")
     g.add_argument("--out", default="out/sweep", help="output folder: journal, results, logs (default: %(default)s)")
     g.add_argument("--storage", default=None, help="journal file path or database URL (default: OUT/sweep.journal)")
@@ -90,7 +90,7 @@ def add_parser(sub: Any) -> None:
 def setup_from(args: argparse.Namespace) -> Setup:
     from spbench import methods
     from spbench.case import Case
-    from spbench.cli import parse_overrides
+    from spbench.overrides import parse_overrides
     from spbench.sweep.space import build_space
     from spbench.train import DEFAULT_CLIP, DEFAULT_CPU_BUDGET, DEFAULT_WARMUP, Budget
 
@@ -100,13 +100,13 @@ def setup_from(args: argparse.Namespace) -> Setup:
     try:
         seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
     except ValueError:
-        raise ValueError(f"--seeds wants comma-separated integers, not {args.seeds!r}") from None
+        raise InputError(f"--seeds wants comma-separated integers, not {args.seeds!r}") from None
     budget = str(Budget.parse(args.budget or DEFAULT_CPU_BUDGET))
     sampler = args.sampler
     if sampler == "auto":
         sampler = "grid" if args.trials is None else ("nsga2" if args.pareto else "tpe")
     if args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, not {args.workers}")
+        raise InputError(f"--workers must be at least 1, not {args.workers}")
     Case(args.method, args.backbone, args.batch_size, args.seq_len, objective=args.objective, device=args.device,
          dtype=args.dtype, overrides=overrides).validate()
     return Setup(
@@ -115,7 +115,7 @@ def setup_from(args: argparse.Namespace) -> Setup:
         overrides=overrides, sampler=sampler, trials=args.trials, pareto=args.pareto,
         warmup=DEFAULT_WARMUP if args.warmup is None else args.warmup,
         clip=DEFAULT_CLIP if args.clip is None else (args.clip or None), eval_every=args.eval_every,
-        group_by_length=not args.no_group_by_length, train_limit=args.train_limit, study=args.study,
+        group_by_length=not args.no_group_by_length, study=args.study,
         max_retry=args.max_retry, sst2_dir=args.sst2_dir)
 
 

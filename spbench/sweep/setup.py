@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spbench.errors import InputError
 from spbench.sweep.space import Param, grid_size
 from spbench.train import DEFAULT_CLIP, DEFAULT_CPU_BUDGET, DEFAULT_WARMUP
 
@@ -48,18 +49,17 @@ class Setup:
     clip: float | None = DEFAULT_CLIP
     eval_every: int = 0
     group_by_length: bool = True
-    train_limit: int | None = None
     study: str = ""  # empty: derived (``study_name``)
     max_retry: int = DEFAULT_MAX_RETRY
     sst2_dir: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS[1:]:
-            raise ValueError(f"sampler {self.sampler!r}: choose grid, tpe or nsga2")
+            raise InputError(f"sampler {self.sampler!r}: choose grid, tpe or nsga2")
         if self.sampler != "grid" and not self.trials:
-            raise ValueError(f"the {self.sampler} sampler needs --trials N (how many configurations to try)")
+            raise InputError(f"the {self.sampler} sampler needs --trials N (how many configurations to try)")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"--seeds must list distinct seeds, not {self.seeds}")
+            raise InputError(f"--seeds must list distinct seeds, not {self.seeds}")
 
     @property
     def configs(self) -> int:
@@ -73,7 +73,7 @@ class Setup:
     def train_config(self) -> dict[str, Any]:
         """The training setup every trial shares (the seed is per trial)."""
         return {"budget": self.budget, "warmup": self.warmup, "clip": self.clip, "eval_every": self.eval_every,
-                "group_by_length": self.group_by_length, "train_limit": self.train_limit}
+                "group_by_length": self.group_by_length}
 
     def case(self, params: dict[str, Any]) -> Any:
         """The spbench Case of one configuration: ``--set`` plus the trial's parameters."""
@@ -115,7 +115,7 @@ def _default_rest() -> dict[str, Any]:
     import dataclasses
 
     defaults = {f.name: f.default for f in dataclasses.fields(Setup)}
-    return {k: defaults[k] for k in ("warmup", "clip", "eval_every", "group_by_length", "train_limit")}
+    return {k: defaults[k] for k in ("warmup", "clip", "eval_every", "group_by_length")}
 
 
 def _text(value: Any) -> str:
@@ -161,10 +161,10 @@ def open_storage(url: str | None, out: str | os.PathLike[str], heartbeat_s: int 
                 url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry))
         except ImportError as exc:
-            raise ValueError(f"--storage {_redact(url)}: its database driver is missing ({exc})") from None
+            raise InputError(f"--storage {_redact(url)}: its database driver is missing ({exc})") from None
         except Exception as exc:  # sqlalchemy's OperationalError and friends: name the server's answer
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"--storage {_redact(url)}: cannot open the database: {first}") from None
+            raise InputError(f"--storage {_redact(url)}: cannot open the database: {first}") from None
     path = Path(url) if url else Path(out) / JOURNAL_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend
@@ -212,7 +212,7 @@ def open_study(setup: Setup, storage: Any) -> Any:
                                 directions=directions, load_if_exists=True)
     have = [d.name.lower() for d in study.directions]
     if have != directions:
-        raise ValueError(f"study {setup.study_name!r} optimises {', '.join(have)}, not {', '.join(directions)}; "
+        raise InputError(f"study {setup.study_name!r} optimises {', '.join(have)}, not {', '.join(directions)}; "
                          "name another with --study")
     if "spbench_setup" not in study.user_attrs:
         study.set_user_attr("spbench_setup", setup.describe())

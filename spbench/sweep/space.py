@@ -29,6 +29,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from spbench.errors import InputError
+
 METADATA_KEY = "search"
 
 
@@ -85,10 +87,10 @@ def _number(text: str, kind: type, name: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"search space of {name}: {text!r} is not a number") from None
+        raise InputError(f"search space of {name}: {text!r} is not a number") from None
     if kind is int:
         if value != int(value):
-            raise ValueError(f"search space of {name}: {text!r} is not an integer")
+            raise InputError(f"search space of {name}: {text!r} is not an integer")
         return int(value)
     return value
 
@@ -111,26 +113,26 @@ def parse_spec(name: str, spec: str, hint: Any, default: Any) -> Param:
         parts = [p.strip() for p in text.split(":")]
         log = len(parts) == 3 and parts[2] == "log"
         if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
-            raise ValueError(f"search space of {name}: write LOW:HIGH or LOW:HIGH:log, not {spec!r}")
+            raise InputError(f"search space of {name}: write LOW:HIGH or LOW:HIGH:log, not {spec!r}")
         if kind not in (int, float):
-            raise ValueError(f"search space of {name}: a range needs a numeric field; give choices V1,V2,...")
+            raise InputError(f"search space of {name}: a range needs a numeric field; give choices V1,V2,...")
         bounds = []
         for part in parts[:2]:
             if part.startswith("x"):
                 if not isinstance(default, (int, float)) or not default:
-                    raise ValueError(f"search space of {name}: {part!r} is relative, but the default is {default!r}")
+                    raise InputError(f"search space of {name}: {part!r} is relative, but the default is {default!r}")
                 bounds.append(kind(default * _number(part[1:], float, name)))
             else:
                 bounds.append(_number(part, kind, name))
         low, high = bounds
         if not low < high:
-            raise ValueError(f"search space of {name}: the range {spec!r} is empty (low must be below high)")
+            raise InputError(f"search space of {name}: the range {spec!r} is empty (low must be below high)")
         if log and low <= 0:
-            raise ValueError(f"search space of {name}: a log range must be positive, not {spec!r}")
+            raise InputError(f"search space of {name}: a log range must be positive, not {spec!r}")
         return Param(name, kind, low, high, log, grid=grid_points(low, high, log, kind))
     choices = tuple(parse_value(v.strip(), hint, name) for v in text.split(",") if v.strip())
     if not choices:
-        raise ValueError(f"search space of {name}: no values in {spec!r}")
+        raise InputError(f"search space of {name}: no values in {spec!r}")
     return Param(name, kind, choices=choices, grid=choices)
 
 
@@ -151,7 +153,7 @@ def _pairs(items: Sequence[str], option: str) -> list[tuple[str, str | None]]:
     for item in items:
         key, sep, value = item.partition("=")
         if not key.strip() or (sep and not value.strip()):
-            raise ValueError(f"{option} expects KEY=VALUES or a declared KEY, got {item!r}")
+            raise InputError(f"{option} expects KEY=VALUES or a declared KEY, got {item!r}")
         out.append((key.strip(), value.strip() if sep else None))
     return out
 
@@ -174,11 +176,11 @@ def build_space(cls: type, grid: Sequence[str] = (), space: Sequence[str] = (),
     named = _pairs(space, "--space") + _pairs(grid, "--grid")
     unknown = sorted({k for k, _ in named if k not in defaults})
     if unknown:
-        raise ValueError(f"method {getattr(cls, 'name', cls.__name__)!r} has no hyperparameter "
+        raise InputError(f"method {getattr(cls, 'name', cls.__name__)!r} has no hyperparameter "
                          f"{', '.join(unknown)}; it has: {', '.join(sorted(defaults))}")
     both = sorted({k for k, _ in named} & set(fixed))
     if both:
-        raise ValueError(f"{', '.join(both)}: fixed with --set and searched with --grid/--space; choose one")
+        raise InputError(f"{', '.join(both)}: fixed with --set and searched with --grid/--space; choose one")
     specs: dict[str, str | None] = {k: v for k, v in _pairs(space, "--space")} if named else {
         k: v for k, v in decl.items() if k not in fixed}
     grid_values = dict(_pairs(grid, "--grid"))
@@ -187,7 +189,7 @@ def build_space(cls: type, grid: Sequence[str] = (), space: Sequence[str] = (),
         spec = specs.get(name) or decl.get(name)
         values = grid_values.get(name)
         if spec is None and values is None:
-            raise ValueError(f"{name} declares no search space: give one (--space {name}=LOW:HIGH[:log] "
+            raise InputError(f"{name} declares no search space: give one (--space {name}=LOW:HIGH[:log] "
                              f"or --grid {name}=V1,V2)")
         if spec is None:  # only grid values: its choices
             params.append(parse_spec(name, values, hints[name], defaults[name]))  # type: ignore[arg-type]
@@ -200,7 +202,7 @@ def build_space(cls: type, grid: Sequence[str] = (), space: Sequence[str] = (),
             param = dataclasses.replace(param, grid=own)
         params.append(param)
     if not params:
-        raise ValueError(f"method {getattr(cls, 'name', cls.__name__)!r} declares no search space and none was "
+        raise InputError(f"method {getattr(cls, 'name', cls.__name__)!r} declares no search space and none was "
                          "given: pass --grid KEY=V1,V2 or --space KEY=LOW:HIGH[:log]")
     return params
 

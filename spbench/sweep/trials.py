@@ -166,7 +166,7 @@ class Objective:
         try:
             info, _ = run_accuracy(case, Budget.parse(setup.budget), setup.sst2_dir, seed=seed, warmup=setup.warmup,
                                    clip=setup.clip, eval_every=setup.eval_every, progress=self.progress,
-                                   train_limit=setup.train_limit, group_by_length=setup.group_by_length)
+                                   group_by_length=setup.group_by_length)
         except Exception as exc:  # a failed run is a data point (STYLE: never a crash of the sweep)
             return failure_info(case, exc, note)
         info = {**info, "device": case.device, "schema_version": SCHEMA_VERSION}
