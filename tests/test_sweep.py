@@ -189,4 +189,4 @@ def test_two_workers_against_postgresql(tiny: dict[str, str], tmp_path: Path) ->
     assert_each_once(load(url, study), units=6)
     assert not (tmp_path / "sweep.journal").exists()
     # Optuna's heartbeat: a killed worker's trial is failed once it is stale and queued again.
-    kill_a_worker_and_finish(tiny, tmp_path, url, f"{study}-kill", "--storage", url, "--heartbeat", "1")
+    kill_a_worker_and_finish(tiny, tmp_path / "kill", url, f"{study}-kill", "--storage", url, "--heartbeat", "3")

@@ -170,6 +170,7 @@ def _worker(setup: Setup, storage_arg: str | None, out: str, heartbeat_s: int, l
     with open(log_path, "a", buffering=1, encoding="utf-8") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+        print(f"--- worker pid {os.getpid()}, study {setup.study_name}", flush=True)
         warnings.simplefilter("ignore")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_storage(storage_arg, out, heartbeat_s, setup.max_retry)

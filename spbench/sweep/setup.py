@@ -176,7 +176,7 @@ def _redact(url: str) -> str:
     """A URL without its password, for messages."""
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
-    if not at:
+    if not at or ":" not in creds:
         return url
     return f"{scheme}{sep}{creds.split(':')[0]}:***@{host}"
 

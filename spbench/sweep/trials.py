@@ -345,8 +345,14 @@ def work(study: Any, setup: Setup, objective: Objective, heartbeat: bool, poll_s
             now = plan(study, setup, enqueue=False)
         if now.pending:
             states: list[Any] = []
-            study.optimize(objective, n_trials=1, gc_after_trial=True,
-                           callbacks=[lambda _study, trial: states.append(trial.state.name)])
+            try:
+                study.optimize(objective, n_trials=1, gc_after_trial=True,
+                               callbacks=[lambda _study, trial: states.append(trial.state.name)])
+            except ValueError as exc:  # Optuna's tell() on a trial another worker already failed
+                if not str(exc).startswith("Cannot tell a "):
+                    raise
+                log("this worker's trial was failed by another worker (its heartbeat came late); "
+                    "it runs again from the queue")
             if states == ["PRUNED"]:
                 time.sleep(poll_s)  # the sampler proposed a point another worker holds
             continue
