@@ -19,13 +19,14 @@ keeping only what is gated, so its diff in a pull request shows exactly what cha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from spbench.errors import InputError
-from spbench.reporting.results import PREDICTED
+from spbench.result import PREDICTED
 
 GATED_DEVICE = PREDICTED
 
@@ -81,7 +82,7 @@ def gated(records: list[Any]) -> dict[tuple[str, int], Figures]:
     out: dict[tuple[str, int], Figures] = {}
     for rec in records:
         res = rec.result
-        figures = {k: v for k, v in (res.metrics or {}).items() if METRICS[k].deterministic}
+        figures = {k: v for k, v in res.metrics.items() if METRICS[k].deterministic}
         if res.device != GATED_DEVICE and not figures:
             continue  # a measured (timing) record: nothing deterministic in it
         entry = out.setdefault((rec.case_id, rec.schema_version), Figures(rec.case_id))
@@ -157,14 +158,11 @@ def baseline_document(doc: dict[str, Any], records: list[Any]) -> dict[str, Any]
     benchmarks = []
     for rec in sorted(records, key=lambda r: (r.case_id, r.name)):
         res = rec.result
-        figures = {k: v for k, v in (res.metrics or {}).items() if METRICS[k].deterministic}
+        figures = {k: v for k, v in res.metrics.items() if METRICS[k].deterministic}
         if res.device != GATED_DEVICE and not figures:
             continue
-        info: dict[str, Any] = {
-            "method": res.method, "method_config": res.method_config, "backbone": res.backbone,
-            "objective": res.objective, "batch_size": res.batch_size, "seq_len": res.seq_len, "dtype": res.dtype,
-            "device": res.device, "schema_version": rec.schema_version, "status": res.status,
-            "case_id": rec.case_id, **({"reason": res.reason} if res.reason else {}), **figures}
+        info = dataclasses.replace(res, metrics=figures, notes={}, train_config=None, stages=None,
+                                   best_step=None).to_extra_info()
         benchmarks.append({"name": rec.name, "extra_info": info})
     machine = {k: v for k, v in (doc.get("machine_info") or {}).items()
                if k in ("spbench_version", "spbench_schema_version", "torch_version", "transformers_version")}

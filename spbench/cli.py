@@ -71,16 +71,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if args.fit:
         budget = parse_bytes(args.fit)
         return _fit(args, budget)
-    from spbench.case import identity
     from spbench.measure.predict import predict
-    from spbench.result import METRICS, SCHEMA_VERSION
+    from spbench.result import METRICS, PREDICTED, Result
 
     case = _case(args)
     metrics, built = predict(case)
-    info = {**identity(built), "device": "cuda (predicted)", "schema_version": SCHEMA_VERSION,
-            **built.notes, **metrics}
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(Result.of(case, PREDICTED, metrics=metrics, notes=built.notes).to_extra_info(), indent=2))
         return 0
     print(f"{case.id}: predicted CUDA peak of one training step")
     for key, value in metrics.items():

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from spbench.case import Case
     from spbench.methods.base import Method
+    from spbench.result import Result
     from spbench.objectives import Objective
 
 # The embedded CPU default (README): about 10 minutes for full_ft on minilm-l6 on 2 cores.
@@ -346,16 +347,17 @@ def _progress(show: bool | None, total: int, label: str) -> Iterator[Any]:
 def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | None = None, *,
                  seed: int = 0, warmup: float = DEFAULT_WARMUP, clip: float | None = DEFAULT_CLIP,
                  eval_every: int = 0, progress: bool | None = None,
-                 group_by_length: bool = True) -> tuple[dict[str, Any], TrainResult]:
+                 group_by_length: bool = True) -> tuple["Result", TrainResult]:
     """Build ``case`` (``seq_len`` is the max token length), train it on SST-2 train, score it
-    on dev. Returns the extra_info fields (identity, training config, metrics) and the result.
+    on dev. Returns the case's Result (metrics, training configuration, stages) and the run.
 
     A multi-stage method (``Method.stages``) is trained stage by stage, the budget split by
     each stage's ``share``; its last stage is scored.
     """
     from spbench import objectives
-    from spbench.case import build, identity
+    from spbench.case import build
     from spbench.data import encode_sst2, load_sst2
+    from spbench.result import Result
 
     budget = budget or Budget.parse(DEFAULT_CPU_BUDGET)
     data = load_sst2(sst2_dir)
@@ -385,19 +387,16 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         result = res
         if result.status != "ok":
             break
-    info = {**identity(built), **built.notes, **result.metrics(), "train_config": {
+    train_config = {
         "budget": str(budget), "seed": seed, "warmup": warmup, "clip": clip if built.method.uses_backward else None,
         "eval_every": eval_every, "max_len": case.seq_len, "lr_schedule": lr_schedule(built.method),
         "group_by_length": group_by_length,
         "peak": "tracked steady-state step at the largest batch shape",
-    }}
-    if result.best_step is not None:
-        info["best_step"] = result.best_step
-    if len(per_stage) > 1:  # each stage's own peak, time and score; the top-level figures are overall
-        info["stages"] = per_stage
-    if result.status != "ok":
-        info.update(status=result.status, reason=result.reason)
-    return info, result
+    }
+    # A multi-stage run keeps each stage's own peak, time and score; its top-level figures are overall.
+    return Result.of(case, status=result.status, reason=result.reason, metrics=result.metrics(),
+                     notes=built.notes, train_config=train_config, stages=per_stage if len(per_stage) > 1 else None,
+                     best_step=result.best_step), result
 
 
 def _share(budget: Budget, share: float) -> Budget:

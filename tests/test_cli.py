@@ -47,6 +47,7 @@ def test_estimate_json_has_design_keys() -> None:
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["method"] == "side_lora" and info["method_config"]["scope"] == "targets"
+    assert info["device"] == "predicted-cuda" and info["case_id"] == "side_lora-tiny-bert-b2-s16-scope=targets"
     for key in ("predicted_cuda_peak_bytes", "predicted_inference_peak_bytes", "mem_params_bytes",
                 "params_total", "params_trainable", "params_backward_read", "flops_forward",
                 "flops_backward", "schema_version"):

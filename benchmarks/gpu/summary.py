@@ -18,6 +18,7 @@ from tabulate import tabulate
 
 from spbench.errors import InputError
 from spbench.reporting.results import read_json
+from spbench.result import PREDICTED
 
 
 def _mib(n: float | None) -> str:
@@ -40,7 +41,7 @@ def load(paths: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[st
             case = info.get("case_id")
             if not case:
                 continue
-            (predicted if info.get("device") == "predicted-cuda" else measured)[case] = info
+            (predicted if info.get("device") == PREDICTED else measured)[case] = info
     return measured, predicted, machine
 
 

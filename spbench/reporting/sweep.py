@@ -171,3 +171,42 @@ def format_configurations(configs: list[Configuration], pareto: bool = False) ->
     for c in configs:
         lines += [f"{c.label}: failed run {f}" for f in c.failed]
     return "\n".join(lines)
+
+
+def trial_tables(records: list[Any]) -> list[Any]:
+    """One table per study in ``records`` (sweep results carry a ``sweep`` note): every trial
+    with its parameters, seed, status and scores; the notes give the best configuration as
+    mean ± std (n) over seeds with its hyperparameters, and the Pareto front."""
+    from spbench.reporting.tables import NONE, Table
+
+    studies: dict[str, list[dict[str, Any]]] = {}
+    predicted = []
+    for rec in records:
+        info = rec.result.to_extra_info()
+        note = info.get("sweep")
+        if isinstance(note, dict) and "study" in note:
+            studies.setdefault(note["study"], []).append(info)
+        elif str(info.get("device", "")).startswith("predicted"):
+            predicted.append(info)
+    tables = []
+    for study, infos in studies.items():
+        infos.sort(key=lambda i: i["sweep"].get("trial", 0))
+        names = list(dict.fromkeys(k for i in infos for k in i["sweep"].get("params", {})))
+        headers = ["trial", *names, "seed", "status", "dev accuracy [%] ↑", "dev F1 [%] ↑", "train time [s]"]
+        rows = []
+        for i in infos:
+            params = i["sweep"].get("params", {})
+            rows.append([str(i["sweep"].get("trial", "")), *(_short(params[n]) if n in params else NONE for n in names),
+                         str(i["sweep"].get("seed", "")), i.get("status", "ok"),
+                         *(f"{i[k] * 100:.2f}" if k in i else NONE for k in ("sst2_accuracy", "sst2_f1")),
+                         f"{i['train_time_s']:.0f}" if "train_time_s" in i else NONE])
+        configs = configurations(infos + predicted)
+        notes = [best_line(configs)]
+        front = pareto_front(configs)
+        if len([c for c in configs if c.predicted_peak is not None]) > 1:
+            notes.append("Pareto front (predicted CUDA peak ↓, accuracy ↑): "
+                         + "; ".join(f"{c.label}: {c.stats['sst2_accuracy'].text(100)} %" for c in front))
+        notes += [f"{i['sweep'].get('trial')}: {i.get('reason', '')}" for i in infos if i.get("status", "ok") != "ok"]
+        tables.append(Table(f"study {study}: trials", headers, rows, ["right"] * (1 + len(names)) + ["right", "left"]
+                            + ["right"] * 3, notes))
+    return tables

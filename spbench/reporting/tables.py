@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from spbench.errors import InputError
-from spbench.reporting.results import PREDICTED, Row, Source, groups
-from spbench.result import METRICS, Metric
+from spbench.reporting.results import Row, Source, groups
+from spbench.reporting.seeds import spread_text
+from spbench.result import METRICS, PREDICTED, Metric
 
 # Markers (Unicode private use area): renderers replace them.
 BOLD_ON, BOLD_OFF, UP, DOWN, TIMES, DELTA, NONE = (chr(0xE000 + i) for i in range(7))
@@ -115,7 +116,35 @@ def _notes(rows: list[Row]) -> list[str]:
                 out.append(f"{row.label}: {status} ({kind}): {reason}")
         for key, value in sorted(row.notes.items()):
             out.append(f"{row.label}: {key} = {value}")
+    return out + _training_notes(rows)
+
+
+def _training_notes(rows: list[Row]) -> list[str]:
+    """Training configuration once per table (per distinct configuration), the restored
+    checkpoints, and each multi-stage run's stages with their own figures."""
+    out = []
+    configs: dict[str, list[str]] = {}
+    for row in rows:
+        if row.train_config:
+            text = ", ".join(f"{k}={'none' if v is None else v}" for k, v in row.train_config.items())
+            configs.setdefault(text, []).append(row.label)
+    for text, labels in configs.items():
+        who = "" if len(labels) == len(rows) else f" of {', '.join(labels)}"
+        out.append(f"training{who}: {text}")
+    best = [f"{row.label} at step {row.best_step}" for row in rows if row.best_step is not None]
+    if best:
+        out.append("best checkpoint (by dev accuracy) restored: " + ", ".join(best))
+    for row in rows:
+        for i, stage in enumerate(row.stages or (), 1):
+            figures = ", ".join(f"{METRICS[k].label} {_with_unit(METRICS[k], v)}"
+                                for k, v in stage.items() if k in METRICS)
+            out.append(f"{row.label} stage {i}: {stage.get('method')} ({stage.get('objective')}): {figures}")
     return out
+
+
+def _with_unit(metric: Metric, value: float) -> str:
+    scale = scale_for(metric, [value])
+    return f"{fmt(value, scale)} {scale.unit}".rstrip()
 
 
 def overview_table(title: str, rows: list[Row], baseline: str | None = None) -> Table:
@@ -138,6 +167,7 @@ def overview_table(title: str, rows: list[Row], baseline: str | None = None) -> 
                 continue
             text = fmt(value, scale)
             text = bold(text) if i in best else text
+            text += spread_text(row, key, scale.divisor, scale.decimals)
             if base is not None and row is not base_row:
                 text += f" ({value / base * 100:.1f}%)" if base else " (n/a)"
             cells[i].append(text)

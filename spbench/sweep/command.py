@@ -128,9 +128,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from spbench.sweep.setup import open_storage, open_study
     from spbench.sweep.trials import Objective, plan, recover, work
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep prints each trial's outcome itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     setup = setup_from(args)
+    if not args.status:
+        from spbench.data import load_sst2
+
+        load_sst2(args.sst2_dir)  # a missing SST-2 is the user's to fix now, not a failure in every trial
     out = Path(args.out)
     storage = open_storage(args.storage, out, args.heartbeat, args.max_retry)
     heartbeat = isinstance(storage, optuna.storages.RDBStorage)
@@ -172,7 +176,7 @@ def _worker(setup: Setup, storage_arg: str | None, out: str, heartbeat_s: int, l
         os.dup2(log.fileno(), 2)
         print(f"--- worker pid {os.getpid()}, study {setup.study_name}", flush=True)
         warnings.simplefilter("ignore")
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         storage = open_storage(storage_arg, out, heartbeat_s, setup.max_retry)
         study = open_study(setup, storage)
         try:

@@ -99,15 +99,13 @@ class Objective:
     def _run(self, trial: Any) -> float | tuple[float, float]:
         import optuna
 
-        from spbench import methods
-
         setup = self.setup
         params = {p.name: p.suggest(trial) for p in setup.params}
         seed = int(trial.user_attrs.get(ATTR_SEED, setup.seeds[0]))
         trial.set_user_attr(ATTR_SEED, seed)
         case = setup.case(params)
         try:
-            method_config = methods.get(case.method).from_overrides(dict(case.overrides)).config()
+            method_config = case.method_config()
         except ValueError as exc:  # a grid value the method refuses: a failed data point
             method_config, error = {k: v for k, v in case.overrides}, exc
         else:
@@ -130,7 +128,7 @@ class Objective:
             trial.set_user_attr(ATTR_PREDICTED, predicted)
             info = self._train(case, seed, note)
         else:
-            predicted, info = {}, failure_info(case, error, note)
+            predicted, info = {}, failure_info(case, error, note, setup)
         trial.set_user_attr(ATTR_RESULT, info)
         accuracy = info.get("sst2_accuracy")
         peak = predicted.get("predicted_cuda_peak_bytes")
@@ -144,42 +142,37 @@ class Objective:
     def predicted(self, case: Any, config: str) -> dict[str, Any]:
         """The deterministic predicted figures of a configuration (one record, computed once)."""
         if config not in self._predicted:
-            from spbench.case import identity
             from spbench.measure.predict import predict
-            from spbench.reporting.results import PREDICTED
-            from spbench.result import SCHEMA_VERSION
+            from spbench.result import PREDICTED, Result
 
             try:
                 metrics, built = predict(case)
-                self._predicted[config] = {**identity(built), "device": PREDICTED, "schema_version": SCHEMA_VERSION,
-                                           "case_id": case.id, **built.notes, **metrics}
+                self._predicted[config] = Result.of(case, PREDICTED, metrics=metrics, notes=built.notes).to_extra_info()
             except (RuntimeError, ValueError, NotImplementedError) as exc:  # recorded, never fatal
                 self.log(f"no predicted figures for {case.id}: {type(exc).__name__}: {exc}")
                 self._predicted[config] = {}
         return self._predicted[config]
 
     def _train(self, case: Any, seed: int, note: dict[str, Any]) -> dict[str, Any]:
-        from spbench.result import SCHEMA_VERSION, Result
         from spbench.train import Budget, run_accuracy
 
         setup = self.setup
         try:
-            info, _ = run_accuracy(case, Budget.parse(setup.budget), setup.sst2_dir, seed=seed, warmup=setup.warmup,
-                                   clip=setup.clip, eval_every=setup.eval_every, progress=self.progress,
-                                   group_by_length=setup.group_by_length)
+            result, _ = run_accuracy(case, Budget.parse(setup.budget), setup.sst2_dir, seed=seed,
+                                     warmup=setup.warmup, clip=setup.clip, eval_every=setup.eval_every,
+                                     progress=self.progress, group_by_length=setup.group_by_length)
         except Exception as exc:  # a failed run is a data point (STYLE: never a crash of the sweep)
-            return failure_info(case, exc, note)
-        info = {**info, "device": case.device, "schema_version": SCHEMA_VERSION}
-        return {**Result.from_extra_info(info).to_extra_info(), "case_id": case.id, "sweep": note}
+            return failure_info(case, exc, note, setup)
+        result.notes["sweep"] = note
+        return result.to_extra_info()
 
 
-def failure_info(case: Any, exc: BaseException, note: dict[str, Any]) -> dict[str, Any]:
-    from spbench.result import SCHEMA_VERSION
+def failure_info(case: Any, exc: BaseException, note: dict[str, Any], setup: Setup) -> dict[str, Any]:
+    from spbench.result import Result
 
-    return {"method": case.method, "method_config": dict(case.overrides), "backbone": case.backbone,
-            "objective": case.objective, "batch_size": case.batch_size, "seq_len": case.seq_len,
-            "device": case.device, "dtype": case.dtype, "schema_version": SCHEMA_VERSION, "case_id": case.id,
-            "status": "failed", "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:500], "sweep": note}
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    train = {**setup.train_config(), "seed": note["seed"], "max_len": case.seq_len}
+    return Result.of(case, status="failed", reason=reason, notes={"sweep": note}, train_config=train).to_extra_info()
 
 
 def own_result(trial: Any) -> dict[str, Any] | None:
