@@ -57,9 +57,11 @@ def fold(group: list[Record]) -> tuple[Record, dict[str, tuple[float | None, int
               for g in group if not g.result.ok]
     train = {k: v for k, v in (first.train_config or {}).items() if k != "seed"}
     notes = {k: v for k, v in first.notes.items() if k != "sweep"}  # per-trial notes: the trial table's
+    if ok and failed:
+        notes["failed seeds"] = "; ".join(failed)
     result = dataclasses.replace(
         first, metrics=metrics, notes=notes, train_config={**train, "seeds": seeds},
-        status="ok" if ok else first.status, reason="; ".join(failed) if failed else first.reason,
+        status="ok" if ok else first.status, reason="" if ok else "; ".join(failed),
         best_step=first.best_step if len(group) == 1 else None)
     return Record(group[0].source, group[0].name, result), spread
 

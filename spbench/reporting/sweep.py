@@ -206,7 +206,7 @@ def trial_tables(records: list[Any]) -> list[Any]:
         if len([c for c in configs if c.predicted_peak is not None]) > 1:
             notes.append("Pareto front (predicted CUDA peak ↓, accuracy ↑): "
                          + "; ".join(f"{c.label}: {c.stats['sst2_accuracy'].text(100)} %" for c in front))
-        notes += [f"{i['sweep'].get('trial')}: {i.get('reason', '')}" for i in infos if i.get("status", "ok") != "ok"]
+        notes += [f"trial {i['sweep'].get('trial')} failed: {i.get('reason', '')}" for i in infos if i.get("status", "ok") != "ok"]
         tables.append(Table(f"study {study}: trials", headers, rows, ["right"] * (1 + len(names)) + ["right", "left"]
                             + ["right"] * 3, notes))
     return tables

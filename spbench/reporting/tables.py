@@ -165,9 +165,8 @@ def overview_table(title: str, rows: list[Row], baseline: str | None = None) -> 
             if value is None:
                 cells[i].append(NONE)
                 continue
-            text = fmt(value, scale)
+            text = fmt(value, scale) + spread_text(row, key, scale.divisor, scale.decimals)
             text = bold(text) if i in best else text
-            text += spread_text(row, key, scale.divisor, scale.decimals)
             if base is not None and row is not base_row:
                 text += f" ({value / base * 100:.1f}%)" if base else " (n/a)"
             cells[i].append(text)

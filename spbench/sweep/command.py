@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from spbench.errors import InputError
-from spbench.sweep.setup import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY, SAMPLERS, Setup
+from spbench.sweep.setup import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY, SAMPLERS, Setup, _text
 
 EXIT_INTERRUPTED = 130
 DESCRIPTION = """\
@@ -66,6 +66,9 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--sampler", choices=SAMPLERS, default="auto",
                    help="auto: grid, or with --trials tpe (nsga2 with --pareto)")
     g.add_argument("--trials", type=int, default=None, help="configurations to try (tpe / nsga2)")
+    g.add_argument("--best-from", metavar="STUDY", default=None,
+                   help="fix the searched parameters at the best configuration of STUDY (same storage; it "
+                        "must be finished), e.g. to repeat the best learning rate with --seeds on a longer budget")
     g.add_argument("--seeds", default="0", help="comma-separated training seeds, each configuration once per seed")
     g.add_argument("--pareto", action="store_true", help="two objectives: accuracy and predicted CUDA peak")
     g = p.add_argument_group("training (as spbench.train.run_accuracy)")
@@ -96,7 +99,10 @@ def setup_from(args: argparse.Namespace) -> Setup:
 
     cls = methods.get(args.method)
     overrides = parse_overrides(args.set)
-    params = tuple(build_space(cls, args.grid, args.space, fixed=[k for k, _ in overrides]))
+    grid = list(args.grid)
+    if args.best_from:
+        grid += [f"{k}={_text(v)}" for k, v in best_from(args).items()]
+    params = tuple(build_space(cls, grid, args.space, fixed=[k for k, _ in overrides]))
     try:
         seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
     except ValueError:
@@ -117,6 +123,23 @@ def setup_from(args: argparse.Namespace) -> Setup:
         clip=DEFAULT_CLIP if args.clip is None else (args.clip or None), eval_every=args.eval_every,
         group_by_length=not args.no_group_by_length, study=args.study,
         max_retry=args.max_retry, sst2_dir=args.sst2_dir)
+
+
+def best_from(args: argparse.Namespace) -> dict[str, Any]:
+    import optuna
+
+    from spbench.sweep.setup import open_storage
+    from spbench.sweep.trials import best_params
+
+    storage = open_storage(args.storage, Path(args.out), args.heartbeat, args.max_retry)
+    try:
+        study = optuna.load_study(study_name=args.best_from, storage=storage)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+        raise InputError(f"--best-from {args.best_from!r}: no such study in this storage (it has: {names})") from None
+    best = best_params(study)
+    print(f"best of {args.best_from}: {', '.join(f'{k}={_text(v)}' for k, v in best.items())}")
+    return best
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -107,7 +107,7 @@ class Setup:
         return {"method": self.method, "backbone": self.backbone, "batch_size": self.batch_size,
                 "seq_len": self.seq_len, "objective": self.objective, "dtype": self.dtype,
                 "set": dict(self.overrides), "train_config": self.train_config(), "seeds": list(self.seeds),
-                "sampler": self.sampler, "trials": self.trials, "pareto": self.pareto,
+                "sampler": self.sampler, "trials": self.trials, "pareto": self.pareto, "units": self.units,
                 "space": {p.name: {"space": p.describe(), "grid": list(p.grid)} for p in self.params}}
 
 

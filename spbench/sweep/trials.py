@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
+from spbench.errors import InputError
 from spbench.sweep.setup import Setup, config_key, unit_key
 
 ATTR_SEED = "seed"
@@ -353,3 +354,24 @@ def work(study: Any, setup: Setup, objective: Objective, heartbeat: bool, poll_s
             time.sleep(poll_s)  # other workers' trials: wait, to re-run them if their worker dies
             continue
         return
+
+
+def best_params(study: Any) -> dict[str, Any]:
+    """The searched parameters of a finished study's best configuration (highest mean dev
+    accuracy over its seeds): what ``--best-from`` fixes for a follow-up sweep."""
+    from optuna.trial import TrialState
+
+    from spbench.reporting.sweep import configurations
+
+    trials = study.get_trials(deepcopy=False)
+    busy = [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    finished = {t.user_attrs.get(ATTR_UNIT) for t in trials if own_result(t) is not None}
+    planned = (study.user_attrs.get("spbench_setup") or {}).get("units") or 0
+    if busy or len(finished) < planned:
+        raise InputError(f"study {study.study_name!r} has not finished ({len(finished)} of {planned} runs; "
+                         f"trials {busy or 'none'} running or queued): finish it first (run its command again)")
+    scored = [c for c in configurations([own_result(t) for t in trials if own_result(t) is not None])
+              if "sst2_accuracy" in c.stats]
+    if not scored:
+        raise InputError(f"study {study.study_name!r} has no run with an accuracy to take the best from")
+    return dict(scored[0].params)
