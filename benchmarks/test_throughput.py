@@ -19,9 +19,10 @@ from itertools import islice
 from typing import Any
 
 import pytest
-from record import base_info, guarded, record
+from record import guarded, record
 
 from spbench.case import Case
+from spbench.result import Result
 
 pytestmark = pytest.mark.throughput
 STEPS = 50  # one LengthGroupedSampler mega-batch (50 batches)
@@ -50,8 +51,7 @@ def _train(case: Case, rows: list[dict[str, Any]], pad_id: int, grouped: bool) -
     seen = list(islice(batches(rows, case.batch_size, pad_id, 0, grouped), STEPS))  # the same batches again
     return {"examples_per_s": res.train_examples / res.train_time_s, "train_time_s": res.train_time_s,
             "batch_positions": sum(b["input_ids"].numel() for b in seen),
-            "real_tokens": sum(int(b["attention_mask"].sum()) for b in seen),
-            "method_config": built.method.config()}
+            "real_tokens": sum(int(b["attention_mask"].sum()) for b in seen)}
 
 
 @pytest.mark.parametrize("method", ["full_ft", "lst"])
@@ -78,8 +78,7 @@ def test_length_grouping_throughput(benchmark: Any, method: str, request: Any) -
             "real_tokens_plain": plain["real_tokens"], "real_tokens_grouped": grouped["real_tokens"],
             "throughput_steps": STEPS,
         }
-        record(benchmark, {**base_info(case, "cpu"), "method_config": grouped["method_config"], **figures,
-                           "train_time_s": grouped["train_time_s"]})
+        record(benchmark, Result.of(case, "cpu", metrics={"train_time_s": grouped["train_time_s"]}, notes=figures))
         print(f"\n{case.id}: {plain['examples_per_s']:.1f} ex/s plain, {grouped['examples_per_s']:.1f} ex/s "
               f"grouped ({ratio:.2f}x); padded positions {plain['batch_positions']:,} -> "
               f"{grouped['batch_positions']:,} (real tokens {plain['real_tokens']:,} / {grouped['real_tokens']:,}) "

@@ -107,28 +107,13 @@ def wait_for_running(storage: str, study: str, proc: subprocess.Popen[str], time
     raise AssertionError("no trial started")
 
 
-def test_two_workers_run_every_configuration_and_seed_once(tiny: dict[str, str], tmp_path: Path) -> None:
-    proc = run(command(tiny, tmp_path, "--grid", "lr=1e-3,2e-3,3e-3", "--seeds", "0,1", "--budget", "steps=4",
-                       "--workers", "2"))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert_each_once(load(str(tmp_path / "sweep.journal")), units=6)
-    doc = json.loads((tmp_path / "t.json").read_text())
-    runs = [b["extra_info"] for b in doc["benchmarks"] if b["extra_info"]["device"] == "cpu"]
-    assert len(runs) == 6 and {r["train_config"]["seed"] for r in runs} == {0, 1}
-    assert {r["method_config"]["lr"] for r in runs} == {1e-3, 2e-3, 3e-3}
-    assert all(r["train_steps"] == 4 and r["train_config"]["group_by_length"] for r in runs)
-    assert "best: lora (lr=" in proc.stdout and "(2)" in proc.stdout  # mean ± std over 2 seeds
-    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["worker-0.log", "worker-1.log"]
-    again = run(command(tiny, tmp_path, "--grid", "lr=1e-3,2e-3,3e-3", "--seeds", "0,1", "--budget", "steps=4"))
-    assert again.returncode == 0 and "6 finished" in again.stdout and "trial" not in again.stdout.split("runs;")[1]
-    assert_each_once(load(str(tmp_path / "sweep.journal")), units=6)  # a finished sweep trains nothing
-
-
-def kill_a_worker_and_finish(tiny: dict[str, str], out: Path, storage: str, study: str, *extra: str) -> None:
-    """Two workers; SIGKILL the one running the first trial; the sweep must still finish, once each."""
-    proc = subprocess.Popen(command(tiny, out, "--grid", "lr=1e-3,3e-3", "--budget", "steps=400", "--workers", "2",
-                                    *extra, study=study), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env())
+def two_workers_one_killed(tiny: dict[str, str], out: Path, storage: str, study: str, *extra: str) -> None:
+    """Two workers on a 3 x 2 grid of (learning rate, seed); the worker running the first trial
+    is killed with SIGKILL. The sweep must finish by itself with every unit trained exactly once
+    (the killed trial again, in a retry), write its results, and a second run must train nothing."""
+    grid = ("--grid", "lr=1e-3,2e-3,3e-3", "--seeds", "0,1", "--budget", "steps=300")
+    proc = subprocess.Popen(command(tiny, out, *grid, "--workers", "2", *extra, study=study),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     try:
         victim = wait_for_running(storage, study, proc)
         os.kill(int(victim.user_attrs["spbench_owner"]["worker"].split(":")[1]), signal.SIGKILL)
@@ -137,16 +122,27 @@ def kill_a_worker_and_finish(tiny: dict[str, str], out: Path, storage: str, stud
         proc.kill()
     assert proc.returncode == 0, stdout + stderr
     assert "was killed (SIGKILL)" in stdout + stderr
-    study_now = load(storage, study)
-    assert_each_once(study_now, units=2)
-    killed = study_now.trials[victim.number]
+    done = load(storage, study)
+    assert_each_once(done, units=6)
+    killed = done.trials[victim.number]
     assert killed.state.name == "FAIL" and "spbench_result" not in killed.user_attrs
-    retried = [t for t in study_now.trials if victim.number in t.system_attrs.get("retry_history", [])]
-    assert retried and any("spbench_result" in t.user_attrs for t in retried)
+    assert any(victim.number in t.system_attrs.get("retry_history", []) and "spbench_result" in t.user_attrs
+               for t in done.trials)
+    doc = json.loads((out / f"{study}.json").read_text())
+    runs = [b["extra_info"] for b in doc["benchmarks"] if b["extra_info"]["device"] == "cpu"]
+    assert len(runs) == 6 and {r["train_config"]["seed"] for r in runs} == {0, 1}
+    assert {r["method_config"]["lr"] for r in runs} == {1e-3, 2e-3, 3e-3}
+    assert all(r["train_steps"] == 300 and r["train_config"]["group_by_length"] for r in runs)
+    assert "best: lora (lr=" in stdout and "(2)" in stdout  # mean ± std over 2 seeds
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["worker-0.log", "worker-1.log"]
+    again = run(command(tiny, out, *grid, *extra, study=study))
+    assert again.returncode == 0 and "6 finished" in again.stdout
+    assert "trial" not in again.stdout.split("runs;")[1].split("configuration")[0]  # nothing trained
+    assert_each_once(load(storage, study), units=6)
 
 
-def test_a_killed_worker_is_replaced_and_its_trial_runs_again(tiny: dict[str, str], tmp_path: Path) -> None:
-    kill_a_worker_and_finish(tiny, tmp_path, str(tmp_path / "sweep.journal"), "t")
+def test_two_workers_one_killed_run_every_configuration_and_seed_once(tiny: dict[str, str], tmp_path: Path) -> None:
+    two_workers_one_killed(tiny, tmp_path, str(tmp_path / "sweep.journal"), "t")
 
 
 def test_interrupted_or_killed_sweep_resumes_and_finishes(tiny: dict[str, str], tmp_path: Path) -> None:
@@ -177,16 +173,11 @@ def test_interrupted_or_killed_sweep_resumes_and_finishes(tiny: dict[str, str], 
                    for t in study.trials)
 
 
-def test_two_workers_against_postgresql(tiny: dict[str, str], tmp_path: Path) -> None:
+def test_two_workers_one_killed_against_postgresql(tiny: dict[str, str], tmp_path: Path) -> None:
     url = os.environ.get(POSTGRES_ENV)
     if not url:
         pytest.skip(f"needs a PostgreSQL server: set {POSTGRES_ENV}=postgresql://USER@HOST:PORT/DB "
-                    "(.ci/run starts one and sets it)")
-    study = f"t-{uuid.uuid4().hex[:8]}"
-    proc = run(command(tiny, tmp_path, "--grid", "lr=1e-3,2e-3,3e-3", "--seeds", "0,1", "--budget", "steps=4",
-                       "--workers", "2", "--storage", url, study=study))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert_each_once(load(url, study), units=6)
+                    "(.ci/run starts one with .ci/postgres and sets it)")
+    # Optuna's heartbeat (every 2 s, stale after 4 s) fails the killed worker's trial; it is queued again.
+    two_workers_one_killed(tiny, tmp_path, url, f"t-{uuid.uuid4().hex[:8]}", "--storage", url, "--heartbeat", "2")
     assert not (tmp_path / "sweep.journal").exists()
-    # Optuna's heartbeat: a killed worker's trial is failed once it is stale and queued again.
-    kill_a_worker_and_finish(tiny, tmp_path / "kill", url, f"{study}-kill", "--storage", url, "--heartbeat", "3")

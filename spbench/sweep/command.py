@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -162,7 +163,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     storage = open_storage(args.storage, out, args.heartbeat, args.max_retry)
     heartbeat = isinstance(storage, optuna.storages.RDBStorage)
     study = open_study(setup, storage)
-    result_path = out / f"{setup.study_name}.json"
+    result_path = out / f"{setup.study_name.replace(os.sep, '_')}.json"
     summary.header(setup, args.storage or str(out / "sweep.journal"), plan(study, setup, enqueue=False))
     if args.status:
         summary.footer(study, setup, result_path)
@@ -186,7 +187,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _worker(setup: Setup, storage_arg: str | None, out: str, heartbeat_s: int, log_path: str) -> None:
     """A worker process: its own storage connection, the shared study, trials until none is left."""
-    import os
     import warnings
 
     import optuna
@@ -249,11 +249,14 @@ def supervise(setup: Setup, args: argparse.Namespace, out: Path, heartbeat: bool
                         bar.log(f"worker {i} stopped with exit code {proc.exitcode}: see {logs / f'worker-{i}.log'}")
             bar.update()
     except KeyboardInterrupt:
-        for proc in procs.values():  # a terminal's Ctrl-C reached them too; a signal to us alone did not
+        # A terminal's Ctrl-C reaches the workers too (one process group): give them a moment to
+        # stop on their own, then pass a SIGINT on to any that did not get one.
+        deadline = time.monotonic() + 3.0
+        while any(p.is_alive() for p in procs.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for proc in procs.values():
             if proc.is_alive() and proc.pid is not None:
                 try:
-                    import os
-
                     os.kill(proc.pid, signal.SIGINT)
                 except ProcessLookupError:
                     pass

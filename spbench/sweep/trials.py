@@ -176,6 +176,11 @@ def failure_info(case: Any, exc: BaseException, note: dict[str, Any], setup: Set
     return Result.of(case, status="failed", reason=reason, notes={"sweep": note}, train_config=train).to_extra_info()
 
 
+def params_of(trial: Any) -> dict[str, Any]:
+    """A trial's parameters, also while it waits in the queue (``enqueue_trial`` keeps them aside)."""
+    return dict(trial.params or trial.system_attrs.get("fixed_params") or {})
+
+
 def own_result(trial: Any) -> dict[str, Any] | None:
     return trial.user_attrs.get(ATTR_RESULT)
 
@@ -275,7 +280,7 @@ def plan(study: Any, setup: Setup, enqueue: bool = True) -> Plan:
         unit, config = t.user_attrs.get(ATTR_UNIT), t.user_attrs.get(ATTR_CONFIG)
         if unit is None or t.state == TrialState.PRUNED:
             continue
-        configs.setdefault(config, dict(t.params))
+        configs.setdefault(config, params_of(t))
         if t.state == TrialState.COMPLETE:
             now = "done"
         elif t.state == TrialState.FAIL:
@@ -321,7 +326,7 @@ def missing_grid(study: Any, setup: Setup) -> list[dict[str, Any]]:
 
     from optuna.trial import TrialState
 
-    taken = {tuple(t.params.get(p.name) for p in setup.params) for t in study.get_trials(deepcopy=False)
+    taken = {tuple(params_of(t).get(p.name) for p in setup.params) for t in study.get_trials(deepcopy=False)
              if t.state != TrialState.PRUNED and ATTR_UNIT in t.user_attrs}
     return [dict(zip([p.name for p in setup.params], point))
             for point in itertools.product(*(p.grid for p in setup.params)) if point not in taken]
