@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from spbench.errors import InputError
+from spbench.sweep import interrupt
 from spbench.sweep.setup import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY, SAMPLERS, Setup, _text
 
 EXIT_INTERRUPTED = 130
@@ -168,13 +169,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.status:
         summary.footer(study, setup, result_path)
         return 0
-    recover(study, setup, heartbeat)
     code = 0
     try:
-        if args.workers == 1:
-            work(study, setup, Objective(setup), heartbeat)
-        else:
-            code = supervise(setup, args, out, heartbeat)
+        with interrupt.installed():
+            recover(study, setup, heartbeat)
+            if args.workers == 1:
+                work(study, setup, Objective(setup), heartbeat)
+            else:
+                code = supervise(setup, args, out, heartbeat)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     summary.footer(study, setup, result_path)
@@ -203,7 +205,8 @@ def _worker(setup: Setup, storage_arg: str | None, out: str, heartbeat_s: int, l
         storage = open_storage(storage_arg, out, heartbeat_s, setup.max_retry)
         study = open_study(setup, storage)
         try:
-            work(study, setup, Objective(setup, progress=False), isinstance(storage, optuna.storages.RDBStorage))
+            with interrupt.installed():
+                work(study, setup, Objective(setup, progress=False), isinstance(storage, optuna.storages.RDBStorage))
         except KeyboardInterrupt:
             sys.exit(EXIT_INTERRUPTED)
 
@@ -230,7 +233,9 @@ def supervise(setup: Setup, args: argparse.Namespace, out: Path, heartbeat: bool
     try:
         with summary.Progress(study, setup) as bar:
             while procs:
-                time.sleep(1.0)
+                with interrupt.interruptible():
+                    time.sleep(1.0)
+                interrupt.check()
                 bar.update()
                 for i, proc in list(procs.items()):
                     if proc.is_alive():

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from spbench.errors import InputError
+from spbench.sweep.interrupt import check, interruptible
 from spbench.sweep.setup import Setup, config_key, unit_key
 
 ATTR_SEED = "seed"
@@ -125,9 +126,11 @@ class Objective:
         label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         self.log(f"trial {trial.number}: {label}, seed {seed} ...")
         if error is None:
-            predicted = self.predicted(case, config)
+            with interruptible():
+                predicted = self.predicted(case, config)
             trial.set_user_attr(ATTR_PREDICTED, predicted)
-            info = self._train(case, seed, note)
+            with interruptible():
+                info = self._train(case, seed, note)
         else:
             predicted, info = {}, failure_info(case, error, note, setup)
         trial.set_user_attr(ATTR_RESULT, info)
@@ -336,6 +339,7 @@ def work(study: Any, setup: Setup, objective: Objective, heartbeat: bool, poll_s
          log: Callable[[str], None] = print) -> None:
     """One worker: run trials until every unit of the sweep is finished (waiting for others' runs)."""
     while True:
+        check()  # a Ctrl-C that came during a storage write stops the loop here
         recover(study, setup, heartbeat, log)
         now = plan(study, setup)
         if now.new_configs and not now.waiting and setup.sampler == "grid" and study.sampler.is_exhausted(study):
@@ -353,10 +357,12 @@ def work(study: Any, setup: Setup, objective: Objective, heartbeat: bool, poll_s
                 log("this worker's trial was failed by another worker (its heartbeat came late); "
                     "it runs again from the queue")
             if states == ["PRUNED"]:
-                time.sleep(poll_s)  # the sampler proposed a point another worker holds
+                with interruptible():
+                    time.sleep(poll_s)  # the sampler proposed a point another worker holds
             continue
         if now.running:
-            time.sleep(poll_s)  # other workers' trials: wait, to re-run them if their worker dies
+            with interruptible():
+                time.sleep(poll_s)  # other workers' trials: wait, to re-run them if their worker dies
             continue
         return
 
