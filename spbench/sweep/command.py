@@ -5,6 +5,7 @@
     spbench sweep --method lora --sampler tpe --trials 20 --space lr=1e-5:1e-3:log --space r
     spbench sweep --method klst --grid k --grid lr --pareto              # accuracy vs predicted peak
     spbench sweep --method lora --grid lr --storage postgresql://user@host/db   # on every machine
+    spbench sweep --method lora --best-from STUDY --seeds 0,1,2 --budget epochs=1  # repeat the best
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ queued again and a replacement starts."""
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("sweep", help="hyperparameter sweeps and seeds on Optuna (resumable, many workers)",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n" + "\n".join("  " + line.strip() for line in (__doc__ or "").splitlines()
+                                                         if line.strip().startswith("spbench sweep")))
     g = p.add_argument_group("what to train")
     g.add_argument("--method", required=True, help="registry key, see `spbench list`")
     g.add_argument("--backbone", default="minilm-l6", help="default: %(default)s")
