@@ -181,3 +181,21 @@ def test_two_workers_one_killed_against_postgresql(tiny: dict[str, str], tmp_pat
     # Optuna's heartbeat (every 2 s, stale after 4 s) fails the killed worker's trial; it is queued again.
     two_workers_one_killed(tiny, tmp_path, url, f"t-{uuid.uuid4().hex[:8]}", "--storage", url, "--heartbeat", "2")
     assert not (tmp_path / "sweep.journal").exists()
+
+
+def test_pareto_sweep_with_nsga2_starts_from_the_defaults_and_reports_the_front(
+        tiny: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from spbench.cli import main
+
+    code = main(command(tiny, tmp_path, "--space", "lr", "--space", "r", "--trials", "3", "--pareto",
+                        "--budget", "steps=2")[3:])
+    out = capsys.readouterr().out
+    assert code == 0 and "nsga2 over lr: " in out and "Pareto front (predicted peak ↓, accuracy ↑): lora (" in out
+    study = load(str(tmp_path / "sweep.journal"))
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 3 and all(len(t.values) == 2 and t.values[1] > 0 for t in done)
+    assert done[0].params == {"lr": 5e-4, "r": 8}  # lora's defaults, queued first
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert sum(b["extra_info"]["device"] == "predicted-cuda" for b in doc["benchmarks"]) == len({
+        (t.params["lr"], t.params["r"]) for t in done})

@@ -130,6 +130,21 @@ def setup_from(args: argparse.Namespace) -> Setup:
         max_retry=args.max_retry, sst2_dir=args.sst2_dir)
 
 
+def defaults_in_space(setup: Setup) -> dict[str, Any]:
+    """The method's default values of the searched parameters, if every one lies in its space."""
+    from spbench import methods
+
+    method = methods.get(setup.method).from_overrides(dict(setup.overrides))
+    out = {}
+    for p in setup.params:
+        value = getattr(method, p.name)
+        inside = p.low <= value <= p.high if p.is_range else value in p.choices  # type: ignore[operator]
+        if not inside:
+            return {}
+        out[p.name] = value
+    return out
+
+
 def best_from(args: argparse.Namespace) -> dict[str, Any]:
     import optuna
 
@@ -167,6 +182,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     storage = open_storage(args.storage, out, args.heartbeat, args.max_retry)
     heartbeat = isinstance(storage, optuna.storages.RDBStorage)
     study = open_study(setup, storage)
+    if setup.sampler != "grid" and not study.trials:
+        first = defaults_in_space(setup)
+        if first:  # the method's defaults are the first configuration a model-based sampler sees
+            study.enqueue_trial(first, skip_if_exists=True)
     result_path = out / f"{setup.study_name.replace(os.sep, '_')}.json"
     summary.header(setup, args.storage or str(out / "sweep.journal"), plan(study, setup, enqueue=False))
     if args.status:
