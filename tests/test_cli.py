@@ -24,6 +24,7 @@ def spbench(*args: str) -> subprocess.CompletedProcess[str]:
         (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--set", "rank=4"], "no hyperparameter 'rank'"),
         (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--fit", "lots"], "cannot read 'lots'"),
         (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--dtype", "int3"], "unknown dtype"),
+        (["report", "no-such-results.json"], "no such file"),  # raised in a library module, not cli.py
     ],
 )
 def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:
