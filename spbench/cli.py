@@ -174,8 +174,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m spbench.cli` runs this file as __main__, a second copy of the module whose
-    # CliError is not the one library modules raise: go through the imported module.
-    from spbench.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())
