@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 import torch
-
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from spbench import methods
-from spbench.case import Case, ChainHooks, build, step_fn
+from spbench.case import Case, build
 from spbench.measure.measured import measure_built
 from spbench.measure.memory import tracked_peak
 from spbench.measure.predict import predict, predict_built
+from spbench.measure.step import ChainHooks, step_fn
 
 
 class LiveBytes(TorchDispatchMode):
