@@ -17,9 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from spbench import backbones, methods
 from spbench.case import Case
+from spbench.measure.memory import cuda_emulation, fake_mode, tracked_peak
 from spbench.measure.predict import predict
 
 BLOCK = 512  # CUDA's caching allocator hands out 512-byte multiples (written out, not imported)
@@ -73,11 +77,6 @@ def param_bytes(c: Any) -> int:
 def test_cuda_emulation_constants() -> None:
     """The allocator's 512-byte rounding and sdpa's mask padding to a multiple of 16, checked
     on single tensors against numbers written out by hand."""
-    import torch
-    import torch.nn.functional as F
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    from spbench.measure.memory import cuda_emulation, fake_mode, tracked_peak
 
     def alloc(n: int) -> None:
         kept.append(torch.empty(n))
