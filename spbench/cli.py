@@ -75,11 +75,22 @@ def _case(args: argparse.Namespace, batch_size: int | None = None) -> Any:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
+    try:
+        return _estimate(args)
+    except Exception as exc:  # --json: stdout stays one JSON document, whatever happens
+        if args.json:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(json.dumps({"error": str(message)}))
+        raise
+
+
+def _estimate(args: argparse.Namespace) -> int:
     from spbench.units import format_bytes, parse_bytes
 
+    if args.fit_over and not args.fit:
+        raise CliError("--fit-over needs --fit SIZE")
     if args.fit:
-        budget = parse_bytes(args.fit)
-        return _fit(args, budget)
+        return _fit(args, parse_bytes(args.fit))
     from spbench.case import identity
     from spbench.measure.predict import predict
     from spbench.result import METRICS, SCHEMA_VERSION
@@ -100,36 +111,15 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace, budget: int) -> int:
-    """Largest batch size whose predicted CUDA peak fits ``budget`` (doubling, then bisection)."""
-    from spbench.case import build
-    from spbench.measure.predict import predict_built
-    from spbench.units import format_bytes
+    """--fit: the largest batch (or, --fit-over seq-len, the longest sequence) that fits."""
+    from spbench.fit import OVER, fit
 
-    cache: dict[int, int] = {}
-
-    def peak(batch: int) -> int:
-        if batch not in cache:
-            built, _ = build(_case(args, batch_size=batch))
-            cache[batch] = predict_built(built)["predicted_cuda_peak_bytes"]
-            print(f"  batch {batch:>5}: {format_bytes(cache[batch])}", file=sys.stderr)
-        return cache[batch]
-
-    if peak(1) > budget:
-        print(f"even batch size 1 needs {format_bytes(peak(1))} > {format_bytes(budget)}")
-        return 1
-    low, high = 1, 2
-    while peak(high) <= budget:
-        low, high = high, high * 2
-        if high > 1 << 16:
-            break
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (mid, high) if peak(mid) <= budget else (low, mid)
-    print(f"largest batch size that fits {format_bytes(budget)}: {low} "
-          f"(predicted peak {format_bytes(peak(low))})")
-    if args.json:
-        print(json.dumps({"fit_bytes": budget, "batch_size": low, "predicted_cuda_peak_bytes": peak(low)}))
-    return 0
+    over = OVER.get(args.fit_over or "batch-size")
+    if over is None:
+        raise CliError(f"--fit-over takes {' or '.join(OVER)}, not {args.fit_over!r}")
+    answer = fit(_case(args), budget, over, on_probe=lambda p: print(p.line(over), file=sys.stderr))
+    print(json.dumps(answer.to_json(), indent=2) if args.json else "\n".join(answer.lines()))
+    return 0 if answer.size is not None else 1
 
 
 # Subcommands that live in their own modules: each provides add_parser(subparsers).
@@ -153,7 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "its breakdown, parameter counts and FLOPs, without a GPU.")
     add_case_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object with DESIGN.md's keys")
-    p.add_argument("--fit", metavar="SIZE", help="answer the largest batch size whose peak fits SIZE (e.g. 8GiB)")
+    p.add_argument("--fit", metavar="SIZE",
+                   help="answer the largest batch size (at --seq-len) whose predicted peak fits SIZE (e.g. 8GiB), "
+                        "with the peak there and one step up; exit 1 when not even the smallest fits")
+    p.add_argument("--fit-over", metavar="DIM",
+                   help="with --fit: batch-size (default) or seq-len (the longest sequence at --batch-size)")
     p.set_defaults(func=cmd_estimate)
     for name in _MODULE_COMMANDS:
         try:

@@ -14,16 +14,24 @@ from typing import Any
 import torch
 
 
+def max_seq_len(config: Any) -> int | None:
+    """The longest sequence a backbone's position embeddings allow (None: no such limit)."""
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_pos is None:
+        return None
+    # RoBERTa's positions start after padding_idx + 1.
+    offset = 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta") else 0
+    return int(max_pos) - offset
+
+
 def synthetic_batch(config: Any, batch_size: int, seq_len: int, seed: int = 0,
                     num_labels: int = 2) -> dict[str, torch.Tensor]:
     """Random token ids, a right-padded attention mask and labels; deterministic in ``seed``."""
     if batch_size < 1 or seq_len < 2:
         raise ValueError(f"impossible shape: batch size {batch_size}, sequence length {seq_len}")
-    max_pos = getattr(config, "max_position_embeddings", None)
-    # RoBERTa's positions start after padding_idx + 1.
-    offset = 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta") else 0
-    if max_pos is not None and seq_len > max_pos - offset:
-        raise ValueError(f"sequence length {seq_len} exceeds the backbone's {max_pos - offset} positions")
+    limit = max_seq_len(config)
+    if limit is not None and seq_len > limit:
+        raise ValueError(f"sequence length {seq_len} exceeds the backbone's {limit} positions")
     gen = torch.Generator().manual_seed(seed)
     vocab = int(config.vocab_size)
     pad = getattr(config, "pad_token_id", 0) or 0

@@ -59,7 +59,7 @@ def test_fit_answers_the_largest_batch_that_fits() -> None:
     proc = spbench("estimate", "--method", "lora", "--backbone", "tiny-bert", "--seq-len", "32",
                    "--fit", str(one), "--json")
     assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    answer = json.loads(proc.stdout)
     assert answer["batch_size"] >= 4 and answer["predicted_cuda_peak_bytes"] <= one
 
 
