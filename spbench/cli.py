@@ -18,22 +18,13 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
+from spbench.errors import InputError
+from spbench.overrides import parse_overrides
+
 EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
-
-
-def parse_overrides(items: Sequence[str] | None) -> tuple[tuple[str, str], ...]:
-    """``["r=16", "scope=targets"]`` -> ``(("r", "16"), ("scope", "targets"))``."""
-    out = []
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CliError(f"--set expects key=value, got {item!r}")
-        out.append((key.strip(), value.strip()))
-    return tuple(out)
+# Errors a person can fix: one line and exit code 2. Anything else is a bug: its traceback shows.
+USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError, NotADirectoryError)
+CliError = InputError  # the old name, for code written before spbench.errors; raise InputError
 
 
 def add_case_arguments(p: argparse.ArgumentParser, method_required: bool = True) -> None:
@@ -79,8 +70,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         return _estimate(args)
     except Exception as exc:  # --json: stdout stays one JSON document, whatever happens
         if args.json:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            print(json.dumps({"error": str(message)}))
+            print(json.dumps({"error": str(exc)}))
         raise
 
 
@@ -88,19 +78,16 @@ def _estimate(args: argparse.Namespace) -> int:
     from spbench.units import format_bytes, parse_bytes
 
     if args.fit_over and not args.fit:
-        raise CliError("--fit-over needs --fit SIZE")
+        raise InputError("--fit-over needs --fit SIZE")
     if args.fit:
         return _fit(args, parse_bytes(args.fit))
-    from spbench.case import identity
     from spbench.measure.predict import predict
-    from spbench.result import METRICS, SCHEMA_VERSION
+    from spbench.result import METRICS, PREDICTED, Result
 
     case = _case(args)
     metrics, built = predict(case)
-    info = {**identity(built), "device": "cuda (predicted)", "schema_version": SCHEMA_VERSION,
-            **built.notes, **metrics}
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(Result.of(case, PREDICTED, metrics=metrics, notes=built.notes).to_extra_info(), indent=2))
         return 0
     print(f"{case.id}: predicted CUDA peak of one training step")
     for key, value in metrics.items():
@@ -116,14 +103,14 @@ def _fit(args: argparse.Namespace, budget: int) -> int:
 
     over = OVER.get(args.fit_over or "batch-size")
     if over is None:
-        raise CliError(f"--fit-over takes {' or '.join(OVER)}, not {args.fit_over!r}")
+        raise InputError(f"--fit-over takes {' or '.join(OVER)}, not {args.fit_over!r}")
     answer = fit(_case(args), budget, over, on_probe=lambda p: print(p.line(over), file=sys.stderr))
     print(json.dumps(answer.to_json(), indent=2) if args.json else "\n".join(answer.lines()))
     return 0 if answer.size is not None else 1
 
 
 # Subcommands that live in their own modules: each provides add_parser(subparsers).
-_MODULE_COMMANDS = ("spbench.runner", "spbench.report", "spbench.check")
+_MODULE_COMMANDS = ("spbench.runner", "spbench.reporting.command", "spbench.check")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,9 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return func(args)
-    except (CliError, KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"spbench {args.command}: error: {message}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"spbench {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from spbench.errors import InputError
+
 
 def max_seq_len(config: Any) -> int | None:
     """The longest sequence a backbone's position embeddings allow (None: no such limit)."""
@@ -28,10 +30,10 @@ def synthetic_batch(config: Any, batch_size: int, seq_len: int, seed: int = 0,
                     num_labels: int = 2) -> dict[str, torch.Tensor]:
     """Random token ids, a right-padded attention mask and labels; deterministic in ``seed``."""
     if batch_size < 1 or seq_len < 2:
-        raise ValueError(f"impossible shape: batch size {batch_size}, sequence length {seq_len}")
+        raise InputError(f"impossible shape: batch size {batch_size}, sequence length {seq_len}")
     limit = max_seq_len(config)
     if limit is not None and seq_len > limit:
-        raise ValueError(f"sequence length {seq_len} exceeds the backbone's {limit} positions")
+        raise InputError(f"sequence length {seq_len} exceeds the backbone's {limit} positions")
     gen = torch.Generator().manual_seed(seed)
     vocab = int(config.vocab_size)
     pad = getattr(config, "pad_token_id", 0) or 0
@@ -96,7 +98,7 @@ def _read_split(path: Path) -> Any:
     try:
         ds = datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **options)
     except Exception as exc:  # a parser error deep in datasets: say which file, and its real cause
-        raise ValueError(f"cannot read SST-2 file {path}: {root_cause(exc)}") from exc
+        raise InputError(f"cannot read SST-2 file {path}: {root_cause(exc)}") from exc
     return validate_split(ds, str(path))
 
 
@@ -120,10 +122,10 @@ def _text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         column = exc.start - raw.rfind(b"\n", 0, exc.start)
-        raise ValueError(f"SST-2 file {path}, line {line}: byte 0x{raw[exc.start]:02x} at column {column} "
+        raise InputError(f"SST-2 file {path}, line {line}: byte 0x{raw[exc.start]:02x} at column {column} "
                          "is not UTF-8 (save the file as UTF-8)") from None
     if not text.strip():
-        raise ValueError(f"SST-2 file {path} is empty: it needs rows with a sentence and a label")
+        raise InputError(f"SST-2 file {path} is empty: it needs rows with a sentence and a label")
     return text.removeprefix("\ufeff")
 
 
@@ -137,10 +139,10 @@ def scan_jsonl(path: Path) -> None:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"SST-2 file {path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})") \
+            raise InputError(f"SST-2 file {path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})") \
                 from None
         if not isinstance(row, dict):
-            raise ValueError(f"SST-2 file {path}, line {number}: expected a JSON object, got {type(row).__name__}")
+            raise InputError(f"SST-2 file {path}, line {number}: expected a JSON object, got {type(row).__name__}")
 
 
 def scan_table(path: Path) -> None:
@@ -163,31 +165,31 @@ def scan_table(path: Path) -> None:
                 continue
             rows += 1
             if len(row) != len(header):
-                raise ValueError(f"SST-2 file {path}, line {reader.line_num}: expected {len(header)} fields "
+                raise InputError(f"SST-2 file {path}, line {reader.line_num}: expected {len(header)} fields "
                                  f"({', '.join(header)}), saw {len(row)}")
             if label is not None and row[label].strip() not in ("0", "1"):
-                raise ValueError(f"SST-2 file {path} has labels outside {{0, 1}}: {row[label]!r} "
+                raise InputError(f"SST-2 file {path} has labels outside {{0, 1}}: {row[label]!r} "
                                  f"on line {reader.line_num}")
     except csv.Error as exc:
-        raise ValueError(f"SST-2 file {path}, line {reader.line_num}: {exc}") from None
+        raise InputError(f"SST-2 file {path}, line {reader.line_num}: {exc}") from None
     if not rows:
-        raise ValueError(f"SST-2 file {path} has a header ({', '.join(header)}) but no rows")
+        raise InputError(f"SST-2 file {path} has a header ({', '.join(header)}) but no rows")
 
 
 def validate_split(ds: Any, where: str) -> Any:
     """Check the columns and labels of one split; return it with only ``sentence`` and ``label``."""
     missing = [c for c in SST2_COLUMNS if c not in ds.column_names]
     if missing:
-        raise ValueError(f"SST-2 file {where} lacks column(s) {', '.join(missing)}: it has "
+        raise InputError(f"SST-2 file {where} lacks column(s) {', '.join(missing)}: it has "
                          f"{', '.join(ds.column_names) or 'none'}; need sentence and label")
     if len(ds) == 0:
-        raise ValueError(f"SST-2 file {where} has no rows")
+        raise InputError(f"SST-2 file {where} has no rows")
     labels = ds["label"]
     bad = sorted({repr(v) for v in labels if v not in (0, 1) or isinstance(v, bool)})
     if bad:
-        raise ValueError(f"SST-2 file {where} has labels outside {{0, 1}}: {', '.join(bad[:5])}")
+        raise InputError(f"SST-2 file {where} has labels outside {{0, 1}}: {', '.join(bad[:5])}")
     if any(not isinstance(s, str) for s in ds["sentence"]):
-        raise ValueError(f"SST-2 file {where} has empty or non-text sentences")
+        raise InputError(f"SST-2 file {where} has empty or non-text sentences")
     return ds.select_columns(list(SST2_COLUMNS))
 
 
@@ -234,9 +236,9 @@ def encode_sst2(split: Any, tokenizer: Any, objective: Any, max_len: int = 64,
     on how the template works.
     """
     if tokenizer is None:
-        raise ValueError("this backbone has no tokenizer: SST-2 needs a pretrained backbone such as minilm-l6")
+        raise InputError("this backbone has no tokenizer: SST-2 needs a pretrained backbone such as minilm-l6")
     if max_len < 2:
-        raise ValueError(f"max_len must be at least 2, not {max_len}")
+        raise InputError(f"max_len must be at least 2, not {max_len}")
     rows = split if limit is None else split.select(range(min(limit, len(split))))
     sentences, labels = list(rows["sentence"]), [int(v) for v in rows["label"]]
     encode = _objective_encoder(objective)
@@ -257,7 +259,7 @@ def _objective_encoder(objective: Any) -> Any:
     if encode is None:
         encode = getattr(sys.modules.get(type(objective).__module__), "encode", None)
     if encode is None:
-        raise ValueError(f"objective {objective.name!r} has no encode(tokenizer, sentences, labels, max_len) helper")
+        raise InputError(f"objective {objective.name!r} has no encode(tokenizer, sentences, labels, max_len) helper")
     return encode
 
 

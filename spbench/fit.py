@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from spbench.case import Case
+from spbench.errors import InputError
 
 OVER = {"batch-size": "batch_size", "seq-len": "seq_len"}  # --fit-over value -> Case field
 _SMALLEST = {"batch_size": 1, "seq_len": 2}
@@ -167,9 +168,10 @@ def fit(case: Case, budget: int, over: str = "batch_size",
         on_probe: called with each probe after its prediction (progress).
     """
     if over not in _SMALLEST:
-        raise ValueError(f"cannot fit over {over!r}; choose from {', '.join(OVER)}")
+        raise InputError(f"cannot fit over {over!r}; choose from {', '.join(OVER)}")
     case.validate()
     probes: dict[int, Probe] = {}
+    errors: dict[int, Exception] = {}
     limit: list[Any] = []  # (size, reason) once the backbone's config is known
 
     def probe(size: int) -> Probe:
@@ -182,13 +184,14 @@ def fit(case: Case, budget: int, over: str = "batch_size",
                     limit.append(size_limit(case, config, over))
             except (ValueError, RuntimeError, OverflowError) as exc:  # a size the step cannot run at
                 probes[size] = Probe(size, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+                errors[size] = exc
             if on_probe is not None:
                 on_probe(probes[size])
         return probes[size]
 
     smallest = probe(_SMALLEST[over])
     if smallest.error:  # not a size problem: the case itself cannot be predicted
-        raise ValueError(f"{case.id}: cannot predict even the smallest size: {smallest.error}")
+        raise errors[smallest.size]
     if not smallest.fits(budget):
         return Fit(case, over, budget, None, None, smallest, "memory", list(probes.values()))
     cap, cap_reason = limit[0]

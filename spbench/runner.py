@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from spbench.cli import CliError
+from spbench.errors import InputError
 
 
 def find_benchmarks(explicit: str | None = None) -> Path:
@@ -32,7 +32,7 @@ def find_benchmarks(explicit: str | None = None) -> Path:
     for path in candidates:
         if (path / "conftest.py").is_file():
             return path
-    raise CliError("no benchmarks/ folder found: run from a clone of spbench or pass --benchmarks PATH")
+    raise InputError("no benchmarks/ folder found: run from a clone of spbench or pass --benchmarks PATH")
 
 
 class Interrupted(BaseException):
@@ -203,13 +203,12 @@ def _keep_or_replace(partial: Path, final: Path, code: int) -> Path:
 
 
 def _report(args: argparse.Namespace, out: Path, final: Path, code: int) -> int:
-    from spbench.cli import main as cli_main
+    from spbench.reporting.command import cmd_report, report_args
 
     suffix = {"markdown": "md", "latex": "tex", "csv": "csv", "terminal": "txt"}.get(args.format, "md")
     report = out / f"{final.stem}-report.{suffix}"
-    status = cli_main(["report", str(final), "--format", args.format, "--output", str(report)])
-    if status == 0:
-        cli_main(["report", str(final), "--format", "terminal"])
-        print(f"\nresults: {final}\nreport:  {report}")
+    cmd_report(report_args([str(final)], format=args.format, output=str(report)))
+    cmd_report(report_args([str(final)], format="terminal"))
+    print(f"\nresults: {final}\nreport:  {report}")
     # pytest's own code says whether every case ran; failed cases are data points in the JSON.
-    return code or status
+    return code
