@@ -13,13 +13,13 @@ Heavy imports (torch, transformers) happen inside the commands, so --help and li
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import sys
 from typing import Any, Callable, Sequence
 
 from spbench.errors import InputError
-from spbench.overrides import parse_overrides
 
 EXIT_USAGE = 2
 # Errors a person can fix: one line and exit code 2. Anything else is a bug: its traceback shows.
@@ -54,14 +54,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _case(args: argparse.Namespace, batch_size: int | None = None) -> Any:
+def _case(args: argparse.Namespace) -> Any:
+    """The case of estimate's options, checked as every front end checks them (spbench.options)."""
     from spbench.case import Case
+    from spbench.options import check_cases, method_overrides
 
-    case = Case(method=args.method, backbone=args.backbone,
-                batch_size=batch_size if batch_size is not None else args.batch_size,
-                seq_len=args.seq_len, objective=args.objective, device="cpu", dtype=args.dtype,
-                overrides=parse_overrides(args.set))
-    case.validate()
+    overrides = method_overrides([args.method], args.set)[args.method]
+    case = Case(method=args.method, backbone=args.backbone, batch_size=args.batch_size, seq_len=args.seq_len,
+                objective=args.objective, device="cpu", dtype=args.dtype, overrides=overrides)
+    check_cases([case])
     return case
 
 
@@ -113,15 +114,31 @@ def _fit(args: argparse.Namespace, budget: int) -> int:
 _MODULE_COMMANDS = ("spbench.runner", "spbench.reporting.command", "spbench.check")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; when the command line asks for ``--json``, a usage error is also one
+    JSON object on stdout (stdout stays parseable in every outcome)."""
+
+    def __init__(self, *args: Any, json_errors: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.json_errors = json_errors
+
+    def error(self, message: str) -> Any:
+        if self.json_errors:
+            print(json.dumps({"error": message}))
+        super().error(message)
+
+
+def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
+    parser = _Parser(
+        json_errors=json_errors,
         prog="spbench",
         description="Benchmark memory, time and accuracy of selective parameter updating "
                     "(full FT, LoRA, Side-LoRA, LST, k-LST, MeZO, ...) on transformer encoders.",
         epilog="Memory figures: 'predicted' = a fake-tensor step with CUDA's allocator and kernels "
                "emulated (deterministic, no GPU needed); 'measured' = the real step on the device.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=functools.partial(_Parser, json_errors=json_errors))
     p = sub.add_parser("list", help="registered methods, backbones and objectives")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
@@ -153,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not os.environ.get("SPBENCH_WARNINGS"):  # library deprecation chatter is not for users
         warnings.simplefilter("ignore")
-    parser = build_parser()
+    parser = build_parser(json_errors="--json" in (sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from spbench.errors import InputError
+from spbench.reporting.command import FORMATS
 
 
 def find_benchmarks(explicit: str | None = None) -> Path:
@@ -109,9 +110,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sst2-dir", default=None, help="SST-2 folder (else $SPBENCH_SST2_DIR, else the hub)")
     p.add_argument("--budget", default="", help="accuracy: examples=N | steps=N | epochs=N (default: examples=8000)")
     p.add_argument("--accuracy-shape", default="", help="accuracy: BATCHxMAXLEN (default: 32x64)")
-    p.add_argument("--seed", default="", help="accuracy: training seed (default: 0)")
+    p.add_argument("--seed", type=int, default=None, help="accuracy: training seed (default: 0)")
     p.add_argument("--benchmarks", default=None, help="path of the benchmarks/ folder")
-    p.add_argument("--format", default="markdown", help="report format written to OUT (default: %(default)s)")
+    p.add_argument("--format", default="markdown", choices=FORMATS,
+                   help="report format written to OUT (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -140,10 +142,33 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path) -> li
     return cmd
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Every option, before pytest starts (the same checks as benchmarks/conftest.py makes)."""
+    import os
+
+    from spbench.options import Options
+
+    if args.name and (os.sep in args.name or args.name.startswith(".")):
+        raise InputError(f"--name {args.name!r}: a file stem, without '{os.sep}' or a leading '.'")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; --out names a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: the folder is not writable")
+    kinds = ("accuracy",) if args.accuracy else ("memory",) if args.memory_only else ("memory", "step")
+    Options(methods=args.methods, backbones=args.backbones, shapes=args.shapes, dtypes=args.dtypes,
+            objective=args.objective, device=args.device, sets=tuple(args.set), budget=args.budget,
+            accuracy_shape=args.accuracy_shape, sst2_dir=args.sst2_dir).validate(kinds)
+
+
 def run(args: argparse.Namespace) -> int:
     bench = find_benchmarks(args.benchmarks)
+    check_options(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = args.name or ("accuracy" if args.accuracy else "cuda" if args.device.startswith("cuda") else "cpu")
     final, partial = out / f"{stem}.json", out / f".{stem}.json.partial"
     cmd = pytest_command(args, bench, partial)

@@ -92,6 +92,7 @@ def test_the_answer_is_the_real_prediction() -> None:
     (["--fit", "lots"], 2, "error"),
     (["--fit", "1GiB", "--fit-over", "width"], 2, "error"),
     (["--fit-over", "seq-len"], 2, "error"),
+    (["--fit", "1GiB", "--batch-size", "x"], 2, "error"),  # an argparse error too
 ])
 def test_json_output_is_pure_json_in_every_outcome(extra: list[str], code: int, key: str) -> None:
     proc = spbench("estimate", "--method", "lora", "--backbone", "tiny-bert", "--batch-size", "2",
