@@ -82,6 +82,12 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
                        f"write one with: pytest benchmarks/ --benchmark-json={p.name}")
     if not doc["benchmarks"]:
         raise InputError(f"{p}: the benchmark list is empty (no case ran or every case was deselected)")
+    for key, kind in (("machine_info", dict), ("commit_info", dict), ("datetime", str)):
+        if doc.get(key) is not None and not isinstance(doc[key], kind):
+            raise InputError(f"{p}: {key} is {doc[key]!r:.40}, not {'an object' if kind is dict else 'a string'}")
+    cpu = (doc.get("machine_info") or {}).get("cpu")
+    if cpu is not None and not isinstance(cpu, dict):
+        raise InputError(f"{p}: machine_info.cpu is {cpu!r:.40}, not an object")
     return doc
 
 
@@ -94,9 +100,6 @@ def records_of(doc: dict[str, Any], source: str) -> list[Record]:
         if missing:
             raise InputError(f"{source}: benchmark {name!r} carries no spbench result "
                            f"(extra_info lacks {', '.join(missing)}); is this a run of benchmarks/?")
-        for key in METRICS.keys() & info.keys():
-            if not isinstance(info[key], (int, float)) or isinstance(info[key], bool):
-                raise InputError(f"{source}: benchmark {name!r}: {key} is {info[key]!r}, not a number")
         try:
             result = Result.from_extra_info(info, name)
         except (TypeError, ValueError) as exc:
@@ -280,6 +283,9 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
         except OSError as exc:
             raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
         return
+    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise InputError(f"cannot write {target}: {blocking} is a file, not a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
