@@ -213,15 +213,28 @@ def _merge_into(row: Row, rec: Record) -> None:
 def merge_rows(records: list[Record]) -> list[Row]:
     """One row per (case, measured device); predicted figures join every measured row of their case."""
     cases: dict[tuple[Any, ...], dict[str, list[Record]]] = {}
+    by_id: dict[str, tuple[Any, ...]] = {}
+    unknown = []  # records without a method_config (a case that failed before recording it)
     for rec in records:
         r = rec.result
+        if not r.method_config:
+            unknown.append(rec)
+            continue
         key = (*(_key(getattr(r.case, k)) for k in CASE_FIELDS), _config_key(r.method_config))
+        cases.setdefault(key, {}).setdefault(r.device, []).append(rec)
+        by_id.setdefault(r.case_id, key)
+    for rec in unknown:  # joins its case's row (same case id, else the case's only configuration)
+        r = rec.result
+        fields = tuple(_key(getattr(r.case, k)) for k in CASE_FIELDS)
+        same_case = [k for k in cases if k[:-1] == fields]
+        key = by_id.get(r.case_id) or (same_case[0] if len(same_case) == 1 else (*fields, _config_key({})))
         cases.setdefault(key, {}).setdefault(r.device, []).append(rec)
     rows = []
     for by_device in cases.values():
         predicted = by_device.pop(PREDICTED, [])
         for device in sorted(by_device) or [None]:
-            first = (predicted or by_device[device])[0].result
+            records_here = predicted + (by_device[device] if device else [])
+            first = next((rec.result for rec in records_here if rec.result.method_config), records_here[0].result)
             row = Row(first.case, first.method_config, device, first.case_id)
             measured = sorted(by_device[device] if device else [], key=_is_training_run)
             for rec in predicted + measured:
@@ -235,9 +248,13 @@ def _label(rows: list[Row]) -> None:
     """Name rows by method, plus the hyperparameters that tell its configurations apart."""
     configs: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        configs.setdefault(row.method, []).append(row.method_config)
+        if row.method_config:  # an unrecorded configuration tells nothing apart
+            configs.setdefault(row.method, []).append(row.method_config)
     for row in rows:
-        seen = configs[row.method]
+        seen = configs.get(row.method, [])
+        if not row.method_config and seen:
+            row.label = f"{row.method} (configuration not recorded)"
+            continue
         differing = sorted(k for k in {k for c in seen for k in c}
                            if len({_config_key({"v": c.get(k)}) for c in seen}) > 1)
         extra = ", ".join(f"{k}={_short(row.method_config.get(k))}" for k in differing)
