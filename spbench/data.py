@@ -13,17 +13,27 @@ from typing import Any
 
 import torch
 
+from spbench.errors import InputError
+
+
+def max_seq_len(config: Any) -> int | None:
+    """The longest sequence a backbone's position embeddings allow (None: no such limit)."""
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_pos is None:
+        return None
+    # RoBERTa's positions start after padding_idx + 1.
+    offset = 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta") else 0
+    return int(max_pos) - offset
+
 
 def synthetic_batch(config: Any, batch_size: int, seq_len: int, seed: int = 0,
                     num_labels: int = 2) -> dict[str, torch.Tensor]:
     """Random token ids, a right-padded attention mask and labels; deterministic in ``seed``."""
     if batch_size < 1 or seq_len < 2:
-        raise ValueError(f"impossible shape: batch size {batch_size}, sequence length {seq_len}")
-    max_pos = getattr(config, "max_position_embeddings", None)
-    # RoBERTa's positions start after padding_idx + 1.
-    offset = 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta") else 0
-    if max_pos is not None and seq_len > max_pos - offset:
-        raise ValueError(f"sequence length {seq_len} exceeds the backbone's {max_pos - offset} positions")
+        raise InputError(f"impossible shape: batch size {batch_size}, sequence length {seq_len}")
+    limit = max_seq_len(config)
+    if limit is not None and seq_len > limit:
+        raise InputError(f"sequence length {seq_len} exceeds the backbone's {limit} positions")
     gen = torch.Generator().manual_seed(seed)
     vocab = int(config.vocab_size)
     pad = getattr(config, "pad_token_id", 0) or 0
@@ -80,28 +90,106 @@ def find_split_file(folder: Path, split: str) -> Path:
 def _read_split(path: Path) -> Any:
     import datasets
 
+    if path.suffix in (".tsv", ".csv"):
+        scan_table(path)
+    elif path.suffix == ".jsonl":
+        scan_jsonl(path)
     builder, options = _FORMATS[path.suffix]
     try:
         ds = datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **options)
-    except Exception as exc:  # a parser error deep in datasets: say which file
-        raise ValueError(f"cannot read SST-2 file {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    except Exception as exc:  # a parser error deep in datasets: say which file, and its real cause
+        raise InputError(f"cannot read SST-2 file {path}: {root_cause(exc)}") from exc
     return validate_split(ds, str(path))
+
+
+def root_cause(exc: BaseException) -> str:
+    """``Type: message`` of the innermost exception behind ``exc``: datasets wraps a parser's
+    error ("Expected 2 fields in line 202, saw 3") in a bare "An error occurred"."""
+    seen = [exc]
+    while (inner := seen[-1].__cause__ or seen[-1].__context__) is not None and inner not in seen:
+        seen.append(inner)
+    # The first inner error that is not datasets' own wrapper says what is wrong.
+    cause = next((e for e in seen[1:] if not type(e).__module__.startswith("datasets")), exc)
+    text = (str(cause).strip().splitlines() or [""])[0][:300]
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+def _text(path: Path) -> str:
+    """The file as UTF-8 text, or a ValueError naming the line and column of the first bad byte."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise InputError(f"SST-2 file {path}, line {line}: byte 0x{raw[exc.start]:02x} at column {column} "
+                         "is not UTF-8 (save the file as UTF-8)") from None
+    if not text.strip():
+        raise InputError(f"SST-2 file {path} is empty: it needs rows with a sentence and a label")
+    return text.removeprefix("\ufeff")
+
+
+def scan_jsonl(path: Path) -> None:
+    """Check a JSON-lines split line by line: each non-blank line one JSON object."""
+    import json
+
+    for number, line in enumerate(_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"SST-2 file {path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})") \
+                from None
+        if not isinstance(row, dict):
+            raise InputError(f"SST-2 file {path}, line {number}: expected a JSON object, got {type(row).__name__}")
+
+
+def scan_table(path: Path) -> None:
+    """Check a TSV / CSV split line by line before ``datasets`` parses it, so an error names the
+    file, the line and what is wrong: not UTF-8, empty, no rows, a row whose number of fields
+    differs from the header's, a label other than 0 or 1. Reads with the builder's own rules
+    (TSV: tab-separated, no quoting; CSV: the csv module's defaults); blank lines are skipped,
+    as pandas does."""
+    import csv
+    import io
+
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if path.suffix == ".tsv" else {}
+    reader = csv.reader(io.StringIO(_text(path), newline=""), **dialect)
+    try:
+        header = next(row for row in reader if row)
+        label = header.index("label") if "label" in header else None
+        rows = 0
+        for row in reader:
+            if not row:
+                continue
+            rows += 1
+            if len(row) != len(header):
+                raise InputError(f"SST-2 file {path}, line {reader.line_num}: expected {len(header)} fields "
+                                 f"({', '.join(header)}), saw {len(row)}")
+            if label is not None and row[label].strip() not in ("0", "1"):
+                raise InputError(f"SST-2 file {path} has labels outside {{0, 1}}: {row[label]!r} "
+                                 f"on line {reader.line_num}")
+    except csv.Error as exc:
+        raise InputError(f"SST-2 file {path}, line {reader.line_num}: {exc}") from None
+    if not rows:
+        raise InputError(f"SST-2 file {path} has a header ({', '.join(header)}) but no rows")
 
 
 def validate_split(ds: Any, where: str) -> Any:
     """Check the columns and labels of one split; return it with only ``sentence`` and ``label``."""
     missing = [c for c in SST2_COLUMNS if c not in ds.column_names]
     if missing:
-        raise ValueError(f"SST-2 file {where} lacks column(s) {', '.join(missing)}: it has "
+        raise InputError(f"SST-2 file {where} lacks column(s) {', '.join(missing)}: it has "
                          f"{', '.join(ds.column_names) or 'none'}; need sentence and label")
     if len(ds) == 0:
-        raise ValueError(f"SST-2 file {where} has no rows")
+        raise InputError(f"SST-2 file {where} has no rows")
     labels = ds["label"]
     bad = sorted({repr(v) for v in labels if v not in (0, 1) or isinstance(v, bool)})
     if bad:
-        raise ValueError(f"SST-2 file {where} has labels outside {{0, 1}}: {', '.join(bad[:5])}")
+        raise InputError(f"SST-2 file {where} has labels outside {{0, 1}}: {', '.join(bad[:5])}")
     if any(not isinstance(s, str) for s in ds["sentence"]):
-        raise ValueError(f"SST-2 file {where} has empty or non-text sentences")
+        raise InputError(f"SST-2 file {where} has empty or non-text sentences")
     return ds.select_columns(list(SST2_COLUMNS))
 
 
@@ -143,36 +231,16 @@ def encode_sst2(split: Any, tokenizer: Any, objective: Any, max_len: int = 64,
     """Tokenise one split for ``objective``: rows of unpadded ``input_ids`` (and any other
     per-token fields) plus ``labels``; padding happens per batch (``collate``).
 
-    The "prompt" objective wraps each sentence in its template: its module's
-    ``encode(tokenizer, sentences, labels, max_len)`` does it, so this file does not depend
-    on how the template works.
+    ``objective.encode`` tokenises (the "prompt" objective wraps each sentence in its template),
+    so this file does not depend on how a template works.
     """
     if tokenizer is None:
-        raise ValueError("this backbone has no tokenizer: SST-2 needs a pretrained backbone such as minilm-l6")
+        raise InputError("this backbone has no tokenizer: SST-2 needs a pretrained backbone such as minilm-l6")
     if max_len < 2:
-        raise ValueError(f"max_len must be at least 2, not {max_len}")
+        raise InputError(f"max_len must be at least 2, not {max_len}")
     rows = split if limit is None else split.select(range(min(limit, len(split))))
     sentences, labels = list(rows["sentence"]), [int(v) for v in rows["label"]]
-    encode = _objective_encoder(objective)
-    if encode is not None:
-        return _as_rows(encode(tokenizer, sentences, labels, max_len), labels)
-    enc = tokenizer(sentences, truncation=True, max_length=max_len)
-    return [{"input_ids": list(ids), "labels": label} for ids, label in zip(enc["input_ids"], labels)]
-
-
-def _objective_encoder(objective: Any) -> Any:
-    """The objective's own tokenisation helper, if it has one (a method, or its module's
-    ``encode``); None means plain sentence classification."""
-    import sys
-
-    if getattr(objective, "name", "classification") == "classification":
-        return None
-    encode = getattr(objective, "encode", None)
-    if encode is None:
-        encode = getattr(sys.modules.get(type(objective).__module__), "encode", None)
-    if encode is None:
-        raise ValueError(f"objective {objective.name!r} has no encode(tokenizer, sentences, labels, max_len) helper")
-    return encode
+    return _as_rows(objective.encode(tokenizer, sentences, labels, max_len), labels)
 
 
 def _as_rows(encoded: Any, labels: list[int]) -> list[dict[str, Any]]:

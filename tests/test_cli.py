@@ -24,6 +24,7 @@ def spbench(*args: str) -> subprocess.CompletedProcess[str]:
         (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--set", "rank=4"], "no hyperparameter 'rank'"),
         (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--fit", "lots"], "cannot read 'lots'"),
         (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--dtype", "int3"], "unknown dtype"),
+        (["report", "no-such-results.json"], "no such file"),  # raised in a library module, not cli.py
     ],
 )
 def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:
@@ -47,22 +48,50 @@ def test_estimate_json_has_design_keys() -> None:
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["method"] == "side_lora" and info["method_config"]["scope"] == "targets"
+    assert info["device"] == "predicted-cuda" and info["case_id"] == "side_lora-tiny-bert-b2-s16-scope=targets"
     for key in ("predicted_cuda_peak_bytes", "predicted_inference_peak_bytes", "mem_params_bytes",
                 "params_total", "params_trainable", "params_backward_read", "flops_forward",
                 "flops_backward", "schema_version"):
         assert key in info, key
 
 
-def test_fit_answers_the_largest_batch_that_fits() -> None:
-    one = json.loads(spbench("estimate", "--method", "lora", "--backbone", "tiny-bert", "--seq-len", "32",
-                             "--batch-size", "4", "--json").stdout)["predicted_cuda_peak_bytes"]
-    proc = spbench("estimate", "--method", "lora", "--backbone", "tiny-bert", "--seq-len", "32",
-                   "--fit", str(one), "--json")
-    assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert answer["batch_size"] >= 4 and answer["predicted_cuda_peak_bytes"] <= one
+def test_fit_answers_the_largest_batch_that_fits(capsys: pytest.CaptureFixture[str]) -> None:
+    """The budget is batch 5's peak: no power of two, so a search that only doubles (4) or
+    overshoots (6) answers differently from the right one."""
+    from spbench.cli import main
+
+    args = ["estimate", "--method", "lora", "--backbone", "tiny-bert", "--seq-len", "32", "--json"]
+
+    def peak(batch: int) -> int:
+        assert main([*args, "--batch-size", str(batch)]) == 0
+        return json.loads(capsys.readouterr().out)["predicted_cuda_peak_bytes"]
+
+    five, six = peak(5), peak(6)
+    assert five < six  # so 5 is the largest batch within five's peak
+    assert main([*args, "--fit", str(five)]) == 0
+    answer = json.loads(capsys.readouterr().out)  # the whole of stdout: one JSON document
+    assert (answer["fit_bytes"], answer["batch_size"], answer["predicted_cuda_peak_bytes"]) == (five, 5, five)
+    assert answer["next"] == {"batch_size": 6, "predicted_cuda_peak_bytes": six}
 
 
 def test_help_is_fast_and_explains() -> None:
     proc = spbench("--help")
     assert proc.returncode == 0 and "estimate" in proc.stdout and "predicted" in proc.stdout
+
+
+def test_only_input_errors_are_user_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An InputError is one line with exit code 2; a bug (a bare KeyError) keeps its traceback."""
+    from spbench import cli
+    from spbench.errors import InputError
+
+    def failing(exc: BaseException) -> object:
+        def cmd(args: object) -> int:
+            raise exc
+        return cmd
+
+    monkeypatch.setattr(cli, "cmd_list", failing(InputError("bad value")))
+    assert cli.main(["list"]) == 2
+    assert capsys.readouterr().err.strip() == "spbench list: error: bad value"
+    monkeypatch.setattr(cli, "cmd_list", failing(KeyError("a bug")))
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(["list"])

@@ -86,8 +86,43 @@ def test_labels_outside_01(sst2_folder: Path, bad: object) -> None:
 def test_unparsable_file_names_it(sst2_folder: Path) -> None:
     (sst2_folder / "dev.tsv").unlink()
     (sst2_folder / "dev.jsonl").write_text("{not json\n")
-    with pytest.raises(ValueError, match=r"cannot read SST-2 file .*dev\.jsonl"):
+    with pytest.raises(ValueError, match=r"SST-2 file .*dev\.jsonl, line 1: not valid JSON"):
         load_sst2(str(sst2_folder))
+
+
+def _stray_field(folder: Path) -> None:
+    lines = (folder / "train.tsv").read_text().splitlines(keepends=True)
+    lines[2] = lines[2].rstrip("\n") + "\textra\n"
+    (folder / "train.tsv").write_text("".join(lines))
+
+
+def _latin1(folder: Path) -> None:
+    with open(folder / "train.tsv", "ab") as fh:
+        fh.write(b"caf\xe9 au lait\t1\n")
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (_stray_field, r"train\.tsv, line 3: expected 2 fields \(sentence, label\), saw 3"),
+    (_latin1, r"train\.tsv, line 6: byte 0xe9 at column 4 is not UTF-8"),
+    (lambda f: (f / "train.tsv").write_text(""), r"train\.tsv is empty"),
+    (lambda f: write_tsv(f / "train.tsv", []), r"train\.tsv has a header \(sentence, label\) but no rows"),
+    (lambda f: write_tsv(f / "dev.tsv", DEV + [("odd ", "x")]), r"dev\.tsv has labels outside .*'x' on line 5"),
+    (lambda f: ((f / "dev.tsv").unlink(), (f / "dev.jsonl").write_text('{"sentence": "a", "label": 1}\n{oops\n')),
+     r"dev\.jsonl, line 2: not valid JSON"),
+], ids=["stray-field", "not-utf8", "empty", "header-only", "bad-label", "bad-jsonl"])
+def test_a_bad_file_says_which_line_and_what(sst2_folder: Path, break_it, message: str) -> None:
+    break_it(sst2_folder)
+    with pytest.raises(ValueError, match=message) as info:
+        load_sst2(str(sst2_folder))
+    assert "An error occurred" not in str(info.value)
+
+
+def test_a_parser_error_keeps_its_cause(sst2_folder: Path) -> None:
+    (sst2_folder / "dev.tsv").unlink()
+    (sst2_folder / "dev.parquet").write_bytes(b"not a parquet file")
+    with pytest.raises(ValueError, match=r"dev\.parquet: ArrowInvalid: .*[Pp]arquet") as info:
+        load_sst2(str(sst2_folder))
+    assert info.value.__cause__ is not None  # the library's error stays chained for a debugger
 
 
 def test_hub_fallback_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,9 +154,11 @@ def test_encode_needs_a_tokenizer(sst2_folder: Path) -> None:
 
 
 def test_other_objectives_tokenise_through_their_encode(sst2_folder: Path, tokenizer) -> None:
+    from spbench.objectives import Objective
+
     calls = []
 
-    class Templated:
+    class Templated(Objective):
         name = "templated"
 
         def encode(self, tok, sentences, labels, max_len):
@@ -131,12 +168,6 @@ def test_other_objectives_tokenise_through_their_encode(sst2_folder: Path, token
     rows = encode_sst2(load_sst2(str(sst2_folder))["dev"], tokenizer, Templated(), max_len=16)
     assert calls == [([s for s, _ in DEV], [y for _, y in DEV], 16)]
     assert tokenizer.mask_token_id in rows[1]["input_ids"] and rows[1]["labels"] == 0
-
-    class NoEncode:
-        name = "bare"
-
-    with pytest.raises(ValueError, match="has no encode"):
-        encode_sst2(load_sst2(str(sst2_folder))["dev"], tokenizer, NoEncode())
 
 
 def test_collate_pads_each_batch_to_its_longest_row() -> None:

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -203,9 +204,9 @@ def test_csv_has_raw_values(capsys: pytest.CaptureFixture[str]) -> None:
     row = next(r for r in rows if r["case_id"] == "side_lora-tiny-bert-b16-s128")
     raw = infos(fixture_doc(), "side_lora-tiny-bert-b16-s128", "predicted-cuda")[0]
     assert int(row["predicted_cuda_peak_bytes"]) == raw["predicted_cuda_peak_bytes"]
-    full = next(r for r in rows if r["case_id"] == "full_ft-tiny-bert-b16-s128")
+    full = infos(fixture_doc(), "full_ft-tiny-bert-b16-s128", "predicted-cuda")[0]  # the input, not the output
     assert float(row["predicted_cuda_peak_bytes_of_baseline"]) == pytest.approx(
-        raw["predicted_cuda_peak_bytes"] / int(full["predicted_cuda_peak_bytes"]))
+        raw["predicted_cuda_peak_bytes"] / full["predicted_cuda_peak_bytes"])
 
 
 def test_terminal_and_output_file_are_atomic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -339,3 +340,65 @@ def test_output_to_a_special_file_writes_through_it(tmp_path: Path) -> None:
     reader.join(timeout=10)
     assert got == [b"table\n"]
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_terminal_format_off_a_terminal_prints_markdown(capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piped or logged, the terminal view is the Markdown table, never rich squeezed to 80 columns."""
+    code, out, _ = run(capsys, str(FIXTURE), "--format", "terminal")
+    assert code == 0
+    assert out.startswith("# spbench report") and "| side_lora " in out
+    assert "peak memory (predicted CUDA) [MiB] ↓" in out  # a header in one piece
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = run(capsys, str(FIXTURE), "--format", "terminal")
+    assert code == 0 and "| side_lora " not in out and "side_lora" in out  # rich, at the terminal
+
+
+def test_terminal_output_file_is_never_squeezed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "report.txt"
+    assert run(capsys, str(FIXTURE), "--format", "terminal", "--output", str(target))[0] == 0
+    lines = target.read_text().splitlines()
+    assert any("peak memory (predicted CUDA) [MiB] ↓" in line for line in lines)
+    assert all(line == line.rstrip() for line in lines)
+
+
+def _fail_without_config(case_id: str, device: str) -> Callable[[dict[str, Any]], None]:
+    """The record of a case that failed before its configuration was recorded (older files, or
+    a configuration that could not be built): no method_config, no figures."""
+    def edit(doc: dict[str, Any]) -> None:
+        for info in infos(doc, case_id, device):
+            for key in [k for k in info if k in METRICS or k == "method_config"]:
+                del info[key]
+            info.update(status="failed", reason="RuntimeError: boom")
+
+    return edit
+
+
+def test_a_failed_record_joins_its_cases_row(tmp_path: Path) -> None:
+    path = derived(tmp_path, "tiny.json", _fail_without_config("lora-tiny-bert-b16-s128", "cpu"))
+    _, records = load([path])
+    rows = merge_rows(records)
+    _, good = load([FIXTURE])
+    assert len(rows) == len(merge_rows(good))  # no row of its own
+    assert {row.label for row in rows} == {"full_ft", "lora", "side_lora"}  # nobody relabelled
+    failed = next(r for r in rows if r.case_id == "lora-tiny-bert-b16-s128")
+    assert failed.status_text == "measured (cpu) failed" and failed.reasons["cpu"] == "RuntimeError: boom"
+    assert failed.method_config["r"] == 8  # the configuration the predicted record holds
+    assert "predicted_cuda_peak_bytes" in failed.metrics and "peak_bytes" not in failed.metrics
+
+
+def test_an_unplaceable_record_without_configuration_is_said_so(tmp_path: Path) -> None:
+    def two_configs_and_a_stray(doc: dict[str, Any]) -> None:
+        extra = copy.deepcopy([b for b in doc["benchmarks"] if b["extra_info"]["case_id"] == "lora-tiny-bert-b16-s128"])
+        for b in extra:
+            b["extra_info"]["method_config"]["r"] = 16
+            b["extra_info"]["case_id"] = b["name"] = "lora-tiny-bert-b16-s128-r=16"
+        stray = copy.deepcopy(extra[-1])
+        stray["extra_info"].update(case_id="lora-tiny-bert-b16-s128-r=4", status="failed", reason="boom")
+        del stray["extra_info"]["method_config"]
+        doc["benchmarks"] += extra + [stray]
+
+    _, records = load([derived(tmp_path, "tiny.json", two_configs_and_a_stray)])
+    labels = {row.case_id: row.label for row in merge_rows(records)}
+    assert labels["lora-tiny-bert-b16-s128"] == "lora (r=8)" and labels["lora-tiny-bert-b16-s128-r=16"] == "lora (r=16)"
+    assert labels["lora-tiny-bert-b16-s128-r=4"] == "lora (configuration not recorded)"

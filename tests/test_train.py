@@ -1,5 +1,5 @@
 """Training loop: evaluation math, budgets, seeded determinism, real learning on a toy task,
-NaN handling, clipping, best-checkpoint tracking, and one SST-2 case end to end."""
+NaN handling, clipping, best-checkpoint restore, and one SST-2 case end to end."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from spbench import backbones, methods, objectives
+from spbench.methods.base import NO_HOOKS
 from spbench.train import Budget, ClipHooks, binary_scores, evaluate, fit, lr_schedule
 
 CLS = objectives.get("classification")
@@ -138,14 +139,56 @@ def test_clip_hooks_bound_the_gradient_norm_before_the_update() -> None:
         assert torch.nn.utils.get_total_norm([p.grad for p in params]) == pytest.approx(0.5, rel=1e-4)
 
 
+class BagOfTokens(torch.nn.Module):
+    """Logits = the mean of per-token class scores: learns ``toy_rows`` in a few steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scores = torch.nn.Embedding(1000, 2)
+        torch.nn.init.zeros_(self.scores.weight)  # every logit 0: argmax 0, accuracy 0.5
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).float()
+        return (self.scores(input_ids) * mask).sum(1) / mask.sum(1)
+
+
 def test_eval_every_restores_the_best_checkpoint() -> None:
+    """Eight steps learn the toy task, the rest learn it with flipped labels, so later
+    evaluations score measurably worse than an earlier one. The best step's parameters and
+    score must come back, not the last ones."""
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    class Turncoat(methods.get("full_ft")):
+        def train_step(self, model, batch, optimizer, objective, hooks=NO_HOOKS):  # type: ignore[no-untyped-def]
+            step = len(snapshots) + 1
+            if step > 8:
+                batch = {**batch, "labels": 1 - batch["labels"]}
+            loss = super().train_step(model, batch, optimizer, objective, hooks)
+            snapshots[step] = {n: p.detach().clone() for n, p in model.named_parameters()}
+            return loss
+
     train, dev = toy_rows(128, 0), toy_rows(64, 1)
-    m, model = tiny("full_ft", lr=2e-3)
-    res = fit(m, model, CLS, train, dev, Budget(steps=24), batch_size=8, eval_every=6)
-    assert [e["step"] for e in res.evals] == [6, 12, 18, 24]
-    best = max(res.evals, key=lambda e: e["accuracy"])
-    assert res.best_step == best["step"]
-    assert res.accuracy == pytest.approx(best["accuracy"])  # the restored model scores as it did
+    model = BagOfTokens()
+    res = fit(Turncoat(lr=0.1), model, CLS, train, dev, Budget(steps=24), batch_size=8, eval_every=4,
+              measure_peak=False)
+    steps = [4, 8, 12, 16, 20, 24]
+    assert [e["step"] for e in res.evals] == steps
+
+    def score(step: int) -> float:  # each recorded state scored afresh, outside fit
+        probe = BagOfTokens()
+        probe.load_state_dict(snapshots[step])
+        return evaluate(probe, CLS, dev)["accuracy"]
+
+    scores = [score(s) for s in steps]
+    assert [e["accuracy"] for e in res.evals] == scores
+    best = max(range(len(steps)), key=lambda i: (scores[i], -i))
+    assert 0 < best < len(steps) - 1 and scores[best] > max(scores[best + 1:]) + 0.1, scores  # the fixture bites
+    assert res.best_step == steps[best]
+    restored = dict(model.named_parameters())
+    assert all(torch.equal(restored[n], t) for n, t in snapshots[steps[best]].items()), \
+        f"the parameters are not step {steps[best]}'s"
+    assert not all(torch.equal(restored[n], t) for n, t in snapshots[24].items()), "the last step's parameters stayed"
+    assert res.accuracy == scores[best]
 
 
 @pytest.mark.slow
@@ -159,11 +202,13 @@ def test_run_accuracy_end_to_end_on_a_tiny_sst2_folder(tmp_path: Path) -> None:
     lines = ["sentence\tlabel"] + [f"a {rng.choice(words[y])} film \t{y}" for y in [0, 1] * 20]
     (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
     (tmp_path / "dev.tsv").write_text("\n".join(lines[:9]) + "\n")
-    info, res = run_accuracy(Case("lora", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=3), str(tmp_path))
+    result, res = run_accuracy(Case("lora", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=3), str(tmp_path))
+    info = result.to_extra_info()
     assert res.status == "ok" and info["train_steps"] == 3 and info["train_examples"] == 12
     assert 0.0 <= info["sst2_accuracy"] <= 1.0 and info["peak_bytes"] > 0
     assert info["method_config"]["lr"] == 5e-4 and info["train_config"]["budget"] == "steps=3"
-    Result.from_extra_info({**info, "device": "cpu"}).to_extra_info()  # keys honour the contract
+    assert info["device"] == "cpu" and info["case_id"] == "lora-minilm-l6-b4-s16"
+    assert Result.from_extra_info(info) == result  # the JSON round trip keeps every field
 
 
 def test_progress_bar_shows_loss_and_throughput_only_when_asked(capsys: pytest.CaptureFixture) -> None:
@@ -184,7 +229,8 @@ def test_multi_stage_run_reports_each_stage(tmp_path: Path) -> None:
     lines = ["sentence\tlabel"] + [f"a {w} film \t{y}" for y, w in [(0, "dull"), (1, "great")] * 8]
     (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
     (tmp_path / "dev.tsv").write_text("\n".join(lines[:5]) + "\n")
-    info, res = run_accuracy(Case("mezo_lst", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=4), str(tmp_path))
+    result, res = run_accuracy(Case("mezo_lst", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=4), str(tmp_path))
+    info = result.to_extra_info()
     assert res.status == "ok", res.reason
     stages = info["stages"]
     assert [s["method"] for s in stages] == ["mezo", "lst"]
@@ -192,3 +238,24 @@ def test_multi_stage_run_reports_each_stage(tmp_path: Path) -> None:
     assert info["train_steps"] == sum(s["train_steps"] for s in stages)
     assert info["peak_bytes"] == max(s["peak_bytes"] for s in stages)
     assert info["train_time_s"] == pytest.approx(sum(s["train_time_s"] for s in stages))
+
+
+def test_length_grouped_batches_pad_less_and_keep_every_row() -> None:
+    from itertools import islice
+
+    from spbench.train import batches
+
+    rng = random.Random(0)
+    rows = [{"input_ids": [101] + [7] * rng.randint(1, 60), "labels": i % 2, "row": i} for i in range(640)]
+
+    def epoch(grouped: bool, seed: int = 0) -> list[dict]:
+        return list(islice(batches(rows, 16, 0, seed, group_by_length=grouped), 640 // 16))
+
+    plain, grouped = epoch(False), epoch(True)
+    for run in (plain, grouped):  # one epoch: every row exactly once
+        assert sorted(int(r) for b in run for r in b["row"]) == list(range(640))
+    real = sum(len(r["input_ids"]) for r in rows)
+    padded = {name: sum(b["input_ids"].numel() for b in run) for name, run in (("plain", plain), ("grouped", grouped))}
+    assert padded["grouped"] < 0.7 * padded["plain"] and padded["grouped"] >= real
+    assert [b["row"].tolist() for b in grouped] == [b["row"].tolist() for b in epoch(True)]  # seeded
+    assert [b["row"].tolist() for b in grouped] != [b["row"].tolist() for b in epoch(True, seed=1)]

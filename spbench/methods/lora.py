@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from spbench.errors import InputError
 from spbench.methods.base import Method, head_module_names, register_method
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def default_targets(model_type: str) -> list[str]:
 
     targets = PEFT_TARGETS.get(model_type) or _EXTRA_TARGETS.get(model_type)
     if not targets:
-        raise ValueError(
+        raise InputError(
             f"no default LoRA targets for model type {model_type!r}; pass them, e.g. --set targets=query,value"
         )
     return list(targets)
@@ -41,7 +42,7 @@ class LoRA(Method):
 
     summary = "LoRA adapters via peft (r=8, alpha=16, query/value) + head"
     lr: float = 5e-4
-    r: int = 8
+    r: int = dataclasses.field(default=8, metadata={"search": "4,8,16"})  # sweep space
     alpha: int = 16
     dropout: float = 0.1
     targets: tuple[str, ...] = ()  # empty: resolved per architecture

@@ -3,7 +3,7 @@
     spbench report out.json                                   overview, Markdown on stdout
     spbench report out.json --compare lora side_lora          the two side by side, B/A and deltas
     spbench report out.json --baseline full_ft --format latex --output table.tex
-    spbench report out.json --format terminal --plot pareto.png
+    spbench report out.json --format terminal --plot pareto.png   (Markdown when stdout is no terminal)
 
 One table per (backbone, shape, dtype, objective, measured device): the predicted figures of a
 case join its measured ones, but a CPU and a CUDA measurement never share a column, and files
@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+
+from spbench.errors import InputError
 
 FORMATS = ("markdown", "latex", "terminal", "csv")
 
@@ -33,17 +35,24 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def report_args(files: list[str], **options: Any) -> argparse.Namespace:
+    """The arguments of ``spbench report FILES`` with ``options`` (for callers in Python)."""
+    defaults: dict[str, Any] = {"format": "markdown", "output": None, "compare": None, "baseline": None, "plot": None}
+    return argparse.Namespace(files=files, **{**defaults, **options})
+
+
 def render(args: argparse.Namespace) -> str:
     """The report text for ``args`` ("" for the terminal format printed straight to stdout)."""
-    from spbench.cli import CliError
     from spbench.reporting import render as r
     from spbench.reporting import tables
-    from spbench.reporting.results import load, merge_rows
+    from spbench.reporting.results import load
+    from spbench.reporting.seeds import merge_over_seeds
+    from spbench.reporting.sweep import trial_tables
 
     if args.compare and args.baseline:
-        raise CliError("--compare and --baseline are separate views; pass one of them")
+        raise InputError("--compare and --baseline are separate views; pass one of them")
     sources, records = load(args.files)
-    rows = merge_rows(records)
+    rows = merge_over_seeds(records)  # runs repeated over seeds: one row, mean ± std (n)
     if args.plot:
         from spbench.reporting.plot import plot
 
@@ -55,12 +64,18 @@ def render(args: argparse.Namespace) -> str:
         return r.csv_rows(rows, base)
     report = (tables.compare(sources, rows, *args.compare) if args.compare
               else tables.overview(sources, rows, args.baseline))
+    if not args.compare:
+        report.tables += trial_tables(records)  # a sweep's studies: every trial, the best configuration
     if args.format == "markdown":
         return r.markdown(report)
     if args.format == "latex":
         return r.latex(report)
     if args.output:
         return r.terminal_text(report)
+    if not sys.stdout.isatty():
+        # A log file, a pipe, CI: rich would squeeze every table to 80 columns, folding headers
+        # letter by letter. Markdown reads at any width.
+        return r.markdown(report)
     r.terminal(report)
     return ""
 

@@ -1,15 +1,8 @@
-"""How logits and the loss are made from a batch.
-
-"classification": the model's sequence-classification head on the pooled first token;
-loss = cross-entropy over the classes. (The "prompt" objective, MeZO style, registers here
-too.) An objective also makes the synthetic batches of memory / speed cases, since what a
-batch holds depends on it.
-"""
+"""The Objective contract and its registry (objectives register here by being imported)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from spbench.registry import Registry
 
@@ -40,6 +33,12 @@ class Objective:
 
         return synthetic_batch(backbone.config, batch_size, seq_len, seed=seed)
 
+    def encode(self, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], max_len: int) -> Any:
+        """Tokenised rows for this objective (a list of row dicts, or a ``BatchEncoding`` of
+        columns): plain sentences by default; an objective with a template overrides it."""
+        enc = tokenizer(list(sentences), truncation=True, max_length=max_len)
+        return [{"input_ids": list(ids)} for ids in enc["input_ids"]]
+
     def notes(self, backbone: "Backbone") -> dict[str, Any]:
         """Flags a result must carry (e.g. an untrained head)."""
         return {}
@@ -54,29 +53,3 @@ def model_inputs(batch: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
 
 def output_logits(out: Any) -> "torch.Tensor":
     return out.logits if hasattr(out, "logits") else out
-
-
-@dataclass
-class Classification(Objective):
-    name = "classification"
-    head = "classification"
-
-    def logits(self, model: "nn.Module", batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
-        return output_logits(model(**model_inputs(batch)))
-
-
-OBJECTIVES.register("classification")(Classification())
-
-
-def get(name: str) -> Objective:
-    if name == "prompt" and "prompt" not in OBJECTIVES:
-        import importlib
-
-        importlib.import_module("spbench.prompt")  # registers itself when present
-    return OBJECTIVES.get(name)
-
-
-def names() -> list[str]:
-    """Every objective, the lazily registered "prompt" included."""
-    get("prompt")
-    return OBJECTIVES.names()
