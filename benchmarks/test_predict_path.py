@@ -9,7 +9,9 @@ device (no weights drawn, no copy of them for the inference floor; the timed tar
 built the old way, with real random weights and a deep copy of them. ``extra_info`` gets both
 wall times and CPU times, their ratio, and whether the figures agree to the byte (asserted: the
 meta build must not move a figure). The new path runs first, so it also pays for the first
-fake-tensor kernels; the ratio is conservative.
+fake-tensor kernels; the ratio is conservative. Both paths share today's tracker, so the ratio
+is the meta build's alone; against the code before issue 12 (whose tracker also walked every
+module after every op) time ``spbench estimate`` from both checkouts.
 
 Cases are the memory cases (``--methods``, ``--backbones``, ``--shapes``); issue 12's target
 case is ``--methods klst --backbones roberta-large --shapes 32x512`` (``spbench estimate`` in

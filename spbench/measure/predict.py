@@ -1,5 +1,9 @@
 """Predicted CUDA figures of a case: its step on fake tensors with CUDA's choices emulated.
 
+The case is built on the meta device (shapes, dtypes and ties, no data: nothing is drawn or
+copied, whatever the backbone's size) and its parameters become fake CPU tensors; a case
+built with real weights predicts the same figures (tested), only slower.
+
 Deterministic to the byte and independent of the machine: this is what ``spbench check``
 gates. Also counts FLOPs and the parameters backward reads on the same fake step, and
 predicts the no-grad forward of the same batch on the untouched backbone (the floor).
