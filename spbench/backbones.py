@@ -164,6 +164,8 @@ def load(name: str, head: str = "classification", num_labels: int = 2, seed: int
          device: str = "cpu") -> Backbone:
     """Build or load backbone ``name`` with ``head`` on ``device`` (random weights are drawn
     there directly: much faster on a GPU than drawing on the CPU and copying), in float32.
+    ``device="meta"`` gives the same module with shapes but no data: nothing is drawn, and a
+    checkpoint's weights are not read (only its config and tokenizer).
 
     Args:
         head: "classification" (a sequence-classification head on the pooled first token),
@@ -189,9 +191,12 @@ def load(name: str, head: str = "classification", num_labels: int = 2, seed: int
     else:
         assert spec.path is not None
         path = spec.path()
-        if head == "classification":
-            kwargs["num_labels"] = num_labels
-        model = cls.from_pretrained(path, **kwargs)
+        labels = {"num_labels": num_labels} if head == "classification" else {}
+        if device == "meta":  # shapes only: the checkpoint's config; none of its weights is read
+            with torch.device(device):
+                model = cls.from_config(transformers.AutoConfig.from_pretrained(path, **labels), **kwargs)
+        else:
+            model = cls.from_pretrained(path, **kwargs, **labels)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = model.float().to(device)
     return Backbone(name=name, model=model, tokenizer=tokenizer, spec=spec, head=head)

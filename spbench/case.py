@@ -94,10 +94,15 @@ class Built:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def build(case: Case, keep_backbone_copy: bool = False,
-          on_device: bool = False) -> tuple[Built, torch.nn.Module | None]:
+def build(case: Case, keep_backbone_copy: bool = False, on_device: bool = False,
+          meta: bool = False) -> tuple[Built, torch.nn.Module | None]:
     """Load the backbone and prepare the method, on the CPU (or on ``case.device`` with
-    ``on_device``); optionally keep an untouched copy of the backbone (the no-grad floor)."""
+    ``on_device``); optionally keep an untouched copy of the backbone (the no-grad floor).
+
+    ``meta``: build on the meta device instead: every parameter and buffer has its shape,
+    dtype and ties but no data, and nothing is initialised (no random weights drawn, no copy
+    of them made). That is all the fake-tensor prediction reads; the batch stays real.
+    """
     import torch
 
     from spbench import backbones, methods, objectives
@@ -105,14 +110,15 @@ def build(case: Case, keep_backbone_copy: bool = False,
     case.validate()
     method = methods.get(case.method).from_overrides(dict(case.overrides))
     objective = objectives.get(case.objective)
-    bb = backbones.load(case.backbone, head=objective.head, device=case.device if on_device else "cpu")
+    device = "meta" if meta else case.device if on_device else "cpu"
+    bb = backbones.load(case.backbone, head=objective.head, device=device)
     plain = copy.deepcopy(bb.model) if keep_backbone_copy else None
     batch = objective.synthetic_batch(bb, case.batch_size, case.seq_len)
-    if on_device:
+    if on_device and not meta:
         batch = {k: v.to(case.device) for k, v in batch.items()}
     # Modules and tensors a method creates (side networks, index tensors) land on the
     # backbone's device.
-    with torch.device(case.device if on_device else "cpu"):
+    with torch.device(device):
         model = method.prepare(bb)
     model.train()
     notes = dict(objective.notes(bb))

@@ -73,5 +73,6 @@ def predict_inference(built: Built, plain: torch.nn.Module, mode: Any, emulate_c
 
 
 def predict(case: Case) -> tuple[dict[str, Any], Built]:
-    built, plain = build(case, keep_backbone_copy=True)
+    """Predicted figures of ``case``, built on the meta device (no weights drawn or copied)."""
+    built, plain = build(case, keep_backbone_copy=True, meta=True)
     return predict_built(built, plain), built
