@@ -68,6 +68,8 @@ class Method:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    # Back-propagates through the backbone, so activation checkpointing of its layers applies.
+    supports_grad_checkpointing: ClassVar[bool] = False
     lr: float = 1e-4
     weight_decay: float = 0.0
 
