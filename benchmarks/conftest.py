@@ -16,7 +16,8 @@ import time
 import pytest
 
 from spbench.case import Case
-from spbench.cli import CliError, parse_overrides
+from spbench.errors import InputError
+from spbench.overrides import parse_overrides
 
 DEFAULT_MEMORY_BACKBONES = "distilbert-base,roberta-large"
 DEFAULT_STEP_BACKBONES = "distilbert-base"
@@ -67,7 +68,6 @@ def cases_from_options(config: pytest.Config, kind: str) -> list[Case]:
     import dataclasses
 
     from spbench import methods
-    from spbench.registry import RegistryError
 
     method_names = _list(config.getoption("--methods")) or methods.names()
     default_bb = DEFAULT_MEMORY_BACKBONES if kind == "memory" else DEFAULT_STEP_BACKBONES
@@ -76,7 +76,7 @@ def cases_from_options(config: pytest.Config, kind: str) -> list[Case]:
         overrides = parse_overrides(config.getoption("--set"))
         for name in method_names:
             methods.get(name)
-    except (CliError, RegistryError) as exc:
+    except InputError as exc:
         raise pytest.UsageError(str(exc)) from None
     cases = []
     # Backbone and shape outermost, in the order given: a budgeted run (--deadline) then cuts
@@ -108,13 +108,12 @@ def accuracy_cases(config: pytest.Config) -> list[Case]:
     import dataclasses
 
     from spbench import methods
-    from spbench.registry import RegistryError
 
     batch, max_len = _shapes(config.getoption("--accuracy-shape") or DEFAULT_ACCURACY_SHAPE)[0]
     try:
         classes = {n: methods.get(n) for n in _list(config.getoption("--methods")) or methods.names()}
         overrides = parse_overrides(config.getoption("--set"))
-    except (CliError, RegistryError) as exc:
+    except InputError as exc:
         raise pytest.UsageError(str(exc)) from None
     return [Case(name, backbone, batch, max_len, objective=config.getoption("--objective"),
                  overrides=tuple((k, v) for k, v in overrides if k in {f.name for f in dataclasses.fields(cls)}))

@@ -13,34 +13,24 @@ from typing import Any, Callable
 import pytest
 
 from spbench.case import Case
-from spbench.result import SCHEMA_VERSION, Result
+from spbench.result import Result
 
 
-def base_info(case: Case, device: str) -> dict[str, Any]:
-    return {
-        "method": case.method, "backbone": case.backbone, "objective": case.objective,
-        "batch_size": case.batch_size, "seq_len": case.seq_len, "dtype": case.dtype,
-        "device": device, "schema_version": SCHEMA_VERSION, "case_id": case.id,
-    }
+def record(benchmark: Any, result: Result) -> None:
+    """Store ``result`` as the benchmark's extra_info."""
+    benchmark.extra_info.update(result.to_extra_info())
 
 
 def record_failure(benchmark: Any, case: Case, device: str, exc: BaseException) -> None:
     oom = "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
     status = "oom" if oom else "failed"
     reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-    benchmark.extra_info.update(base_info(case, device), status=status, reason=reason)
+    record(benchmark, Result.of(case, device, status=status, reason=reason))
     if not getattr(benchmark, "_mode", None):
         benchmark.pedantic(lambda: None, rounds=1)  # so pytest-benchmark keeps the data point
     if oom:
         pytest.skip(f"{case.id}: {reason}")
     pytest.fail(f"{case.id}: {reason}\n{''.join(traceback.format_exception(exc))}")
-
-
-def record(benchmark: Any, info: dict[str, Any]) -> None:
-    """Validate ``info`` against the metric contract and store it as extra_info."""
-    result = Result.from_extra_info(info)
-    benchmark.extra_info.update(result.to_extra_info())
-    benchmark.extra_info["case_id"] = info.get("case_id", "")
 
 
 def guarded(benchmark: Any, case: Case, device: str, body: Callable[[], None]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from record import base_info, guarded, record
+from record import guarded, record
 
 from spbench.case import Case
 
@@ -44,14 +44,13 @@ def test_accuracy(benchmark: Any, accuracy_case: Case, request: Any) -> None:
         out: dict[str, Any] = {}
 
         def run() -> None:
-            out["info"], out["result"] = run_accuracy(
+            out["result"], out["run"] = run_accuracy(
                 case, budget, config.getoption("--sst2-dir"), seed=config.getoption("--seed"),
                 eval_every=config.getoption("--eval-every"))
 
         benchmark.pedantic(run, rounds=1, warmup_rounds=0, iterations=1)
-        info = {**base_info(case, case.device), **out["info"]}
-        record(benchmark, info)
-        if out["result"].status != "ok":  # recorded as a data point, reported as a failure
+        record(benchmark, out["result"])
+        if not out["result"].ok:  # recorded as a data point, reported as a failure
             pytest.fail(f"{case.id}: {out['result'].reason}")
 
     guarded(benchmark, case, case.device, body)

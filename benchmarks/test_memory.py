@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from record import base_info, guarded, record
+from record import guarded, record
 
-from spbench.case import Case, build, identity
+from spbench.case import Case, build
 from spbench.measure.predict import predict_built
+from spbench.result import PREDICTED, Result
 
 
 def test_memory(benchmark: Any, memory_case: Case) -> None:
@@ -27,6 +28,6 @@ def test_memory(benchmark: Any, memory_case: Case) -> None:
 
         metrics = benchmark.pedantic(predict_built, setup=setup, rounds=1, iterations=1)
         built = out["built"]
-        record(benchmark, {**base_info(case, "predicted-cuda"), **identity(built), **built.notes, **metrics})
+        record(benchmark, Result.of(case, PREDICTED, metrics=metrics, notes=built.notes))
 
-    guarded(benchmark, case, "predicted-cuda", body)
+    guarded(benchmark, case, PREDICTED, body)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from record import base_info, guarded, record
+from record import guarded, record
 
-from spbench.case import Case, build, identity
+from spbench.case import Case, build
 from spbench.measure.measured import cuda_baseline, measure_built
 from spbench.measure.timing import median_step_time, synced
+from spbench.result import Result
 
 
 def test_step(benchmark: Any, step_case: Case, request: Any) -> None:
@@ -29,6 +30,6 @@ def test_step(benchmark: Any, step_case: Case, request: Any) -> None:
             metrics["step_time_s"] = float(benchmark.stats.stats.median)
         else:  # --benchmark-disable: pytest-benchmark ran the step once, untimed
             metrics["step_time_s"] = median_step_time(step, case.device, rounds=rounds, warmup=0)
-        record(benchmark, {**base_info(case, case.device), **identity(built), **built.notes, **metrics})
+        record(benchmark, Result.of(case, metrics=metrics, notes=built.notes))
 
     guarded(benchmark, case, case.device, body)

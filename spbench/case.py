@@ -1,6 +1,7 @@
 """One benchmark case, end to end: build, prepare, then measure or predict one training step.
 
     Case(method, backbone, batch, seq_len, objective, device, dtype, overrides)
+      -> Result.of(case, ...)  (spbench.result: its fields are the identity of every result)
       -> backbones.load -> methods.get(name).from_overrides(...).prepare(backbone)
       -> predict(): fake-tensor step with CUDA emulated (deterministic figures, any size)
       -> measure(): the real step on the device (measured peak; a step function to time)
@@ -10,22 +11,32 @@ Every figure is for a steady-state step: a warm-up step creates the optimizer st
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-import torch
+from spbench.errors import InputError
 
-from spbench import backbones, methods, objectives
-from spbench.methods.base import Method, StepHooks
-from spbench.objectives import Objective
+if TYPE_CHECKING:
+    import torch
 
-DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    from spbench import backbones
+    from spbench.methods.base import Method
+    from spbench.objectives import Objective
+
+# float32, or autocast of the forward to a half type (the weights stay float32).
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
 class Case:
+    """What runs. Every field but ``device`` and ``overrides`` is part of a result's identity
+    (``spbench.result``): a field added here reaches the JSON, the report's rows and tables,
+    ``spbench check``'s case keys and the case id without another edit. ``overrides`` reach
+    results typed, as ``method_config``; ``device`` is where the step runs (a result says
+    where it was measured, or that it was predicted)."""
+
     method: str
     backbone: str
     batch_size: int = 16
@@ -37,22 +48,34 @@ class Case:
 
     @property
     def id(self) -> str:
+        """``lora-distilbert-base-b16-s128`` (+ every field not at its default, then overrides)."""
         parts = [self.method, self.backbone, f"b{self.batch_size}", f"s{self.seq_len}"]
         if self.objective != "classification":
             parts.append(self.objective)
         if self.dtype != "float32":
             parts.append({"bfloat16": "bf16", "float16": "fp16"}.get(self.dtype, self.dtype))
+        shown = {"method", "backbone", "batch_size", "seq_len", "objective", "dtype", "device", "overrides"}
+        parts += [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
+                  if f.name not in shown and getattr(self, f.name) != f.default]
         parts += [f"{k}={v}" for k, v in self.overrides]
         return "-".join(parts)
 
+    def method_config(self) -> dict[str, Any]:
+        """The method's hyperparameters with the overrides applied (``method_config`` in results)."""
+        from spbench import methods
+
+        return methods.get(self.method).from_overrides(dict(self.overrides)).config()
+
     def validate(self) -> None:
+        from spbench import backbones, methods, objectives
+
         methods.get(self.method)  # raises with did-you-mean
         backbones.resolve(self.backbone)
         objectives.get(self.objective)
         if self.batch_size < 1 or self.seq_len < 2:
-            raise ValueError(f"impossible shape: batch size {self.batch_size}, sequence length {self.seq_len}")
+            raise InputError(f"impossible shape: batch size {self.batch_size}, sequence length {self.seq_len}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+            raise InputError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
         methods.get(self.method).from_overrides(dict(self.overrides))
 
 
@@ -67,32 +90,14 @@ class Built:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-class ChainHooks(StepHooks):
-    """Several StepHooks in one, plus autocast around the forward phase when asked."""
-
-    def __init__(self, *hooks: StepHooks, autocast: tuple[str, torch.dtype] | None = None) -> None:
-        self.hooks = hooks
-        self.autocast = autocast
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            if name == "forward" and self.autocast is not None:
-                stack.enter_context(torch.autocast(self.autocast[0], dtype=self.autocast[1]))
-            for hook in self.hooks:
-                stack.enter_context(hook.phase(name))
-            yield
-
-
-def autocast_for(case: Case, device_type: str) -> tuple[str, torch.dtype] | None:
-    dtype = DTYPES[case.dtype]
-    return None if dtype is None else (device_type, dtype)
-
-
 def build(case: Case, keep_backbone_copy: bool = False,
           on_device: bool = False) -> tuple[Built, torch.nn.Module | None]:
     """Load the backbone and prepare the method, on the CPU (or on ``case.device`` with
     ``on_device``); optionally keep an untouched copy of the backbone (the no-grad floor)."""
+    import torch
+
+    from spbench import backbones, methods, objectives
+
     case.validate()
     method = methods.get(case.method).from_overrides(dict(case.overrides))
     objective = objectives.get(case.objective)
@@ -108,20 +113,3 @@ def build(case: Case, keep_backbone_copy: bool = False,
     model.train()
     notes = dict(objective.notes(bb))
     return Built(case, method, objective, bb, model, batch, notes), plain
-
-
-def identity(built: Built) -> dict[str, Any]:
-    case = built.case
-    return {
-        "method": case.method,
-        "method_config": built.method.config(),
-        "backbone": case.backbone,
-        "objective": case.objective,
-        "batch_size": case.batch_size,
-        "seq_len": case.seq_len,
-        "dtype": case.dtype,
-    }
-
-
-def step_fn(built: Built, optimizer: torch.optim.Optimizer, hooks: StepHooks) -> Callable[[], torch.Tensor]:
-    return lambda: built.method.train_step(built.model, built.batch, optimizer, built.objective, hooks)

@@ -19,12 +19,14 @@ keeping only what is gated, so its diff in a pull request shows exactly what cha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from spbench.reporting.results import PREDICTED
+from spbench.errors import InputError
+from spbench.result import PREDICTED
 
 GATED_DEVICE = PREDICTED
 
@@ -63,33 +65,30 @@ def add_parser(subparsers: Any) -> None:
 
 
 def parse_tolerance(text: str) -> float:
-    from spbench.cli import CliError
-
     raw = text.strip()
     try:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
-        raise CliError(f"--tolerance wants a percentage like 1% or a fraction like 0.01, not {text!r}") from None
+        raise InputError(f"--tolerance wants a percentage like 1% or a fraction like 0.01, not {text!r}") from None
     if not 0 <= value < 10:
-        raise CliError(f"--tolerance {text!r} is out of range")
+        raise InputError(f"--tolerance {text!r} is out of range")
     return value
 
 
 def gated(records: list[Any]) -> dict[tuple[str, int], Figures]:
     """Deterministic figures by (case_id, schema_version), from the records that hold them."""
-    from spbench.cli import CliError
     from spbench.result import METRICS
 
     out: dict[tuple[str, int], Figures] = {}
     for rec in records:
         res = rec.result
-        figures = {k: v for k, v in (res.metrics or {}).items() if METRICS[k].deterministic}
+        figures = {k: v for k, v in res.metrics.items() if METRICS[k].deterministic}
         if res.device != GATED_DEVICE and not figures:
             continue  # a measured (timing) record: nothing deterministic in it
         entry = out.setdefault((rec.case_id, rec.schema_version), Figures(rec.case_id))
         for key, value in figures.items():
             if key in entry.metrics and entry.metrics[key] != value:
-                raise CliError(f"{rec.source}: case {rec.case_id} has two values of {key}; one run per file")
+                raise InputError(f"{rec.source}: case {rec.case_id} has two values of {key}; one run per file")
             entry.metrics[key] = value
         if res.status != "ok":
             entry.failure = f"{res.status}: {res.reason or 'no reason recorded'}"
@@ -132,7 +131,8 @@ def compare(base: dict[tuple[str, int], Figures], cur: dict[tuple[str, int], Fig
             out.compared += 1
             bv, cv = b.metrics[metric], c.metrics[metric]
             change = _change(bv, cv)
-            worse = -change if METRICS[metric].higher_is_better else change
+            direction = METRICS[metric].higher_is_better
+            worse = abs(change) if direction is None else -change if direction else change
             if worse > tolerance:
                 out.regressions.append((case, metric, bv, cv, _pct(change)))
             elif worse < -tolerance:
@@ -158,14 +158,11 @@ def baseline_document(doc: dict[str, Any], records: list[Any]) -> dict[str, Any]
     benchmarks = []
     for rec in sorted(records, key=lambda r: (r.case_id, r.name)):
         res = rec.result
-        figures = {k: v for k, v in (res.metrics or {}).items() if METRICS[k].deterministic}
+        figures = {k: v for k, v in res.metrics.items() if METRICS[k].deterministic}
         if res.device != GATED_DEVICE and not figures:
             continue
-        info: dict[str, Any] = {
-            "method": res.method, "method_config": res.method_config, "backbone": res.backbone,
-            "objective": res.objective, "batch_size": res.batch_size, "seq_len": res.seq_len, "dtype": res.dtype,
-            "device": res.device, "schema_version": rec.schema_version, "status": res.status,
-            "case_id": rec.case_id, **({"reason": res.reason} if res.reason else {}), **figures}
+        info = dataclasses.replace(res, metrics=figures, notes={}, train_config=None, stages=None,
+                                   best_step=None).to_extra_info()
         benchmarks.append({"name": rec.name, "extra_info": info})
     machine = {k: v for k, v in (doc.get("machine_info") or {}).items()
                if k in ("spbench_version", "spbench_schema_version", "torch_version", "transformers_version")}
@@ -177,21 +174,20 @@ def baseline_document(doc: dict[str, Any], records: list[Any]) -> dict[str, Any]
 def cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from spbench.cli import CliError
     from spbench.reporting.results import load, read_json, schema_version, write_atomic
 
     tolerance = parse_tolerance(args.tolerance)
     _, cur_records = load([args.current])
     cur = gated(cur_records)
     if not cur:
-        raise CliError(f"{args.current}: no deterministic figures (run benchmarks/test_memory.py)")
+        raise InputError(f"{args.current}: no deterministic figures (run benchmarks/test_memory.py)")
     if args.update and not Path(args.baseline).exists():
         base_records: list[Any] = []
     else:
         _, base_records = load([args.baseline])
         vb, vc = schema_version(base_records), schema_version(cur_records)
         if vb != vc and not args.update:
-            raise CliError(f"baseline {args.baseline} has schema_version {vb}, {args.current} has {vc}: the "
+            raise InputError(f"baseline {args.baseline} has schema_version {vb}, {args.current} has {vc}: the "
                            "measuring code changed what the numbers mean; review, then rerun with --update")
     outcome = compare(gated(base_records), cur, tolerance) if base_records else Outcome()
     _print(outcome, tolerance, args)

@@ -18,22 +18,13 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
+from spbench.errors import InputError
+from spbench.overrides import parse_overrides
+
 EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
-
-
-def parse_overrides(items: Sequence[str] | None) -> tuple[tuple[str, str], ...]:
-    """``["r=16", "scope=targets"]`` -> ``(("r", "16"), ("scope", "targets"))``."""
-    out = []
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CliError(f"--set expects key=value, got {item!r}")
-        out.append((key.strip(), value.strip()))
-    return tuple(out)
+# Errors a person can fix: one line and exit code 2. Anything else is a bug: its traceback shows.
+USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError, NotADirectoryError)
+CliError = InputError  # the old name, for code written before spbench.errors; raise InputError
 
 
 def add_case_arguments(p: argparse.ArgumentParser, method_required: bool = True) -> None:
@@ -80,16 +71,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if args.fit:
         budget = parse_bytes(args.fit)
         return _fit(args, budget)
-    from spbench.case import identity
     from spbench.measure.predict import predict
-    from spbench.result import METRICS, SCHEMA_VERSION
+    from spbench.result import METRICS, PREDICTED, Result
 
     case = _case(args)
     metrics, built = predict(case)
-    info = {**identity(built), "device": "cuda (predicted)", "schema_version": SCHEMA_VERSION,
-            **built.notes, **metrics}
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(Result.of(case, PREDICTED, metrics=metrics, notes=built.notes).to_extra_info(), indent=2))
         return 0
     print(f"{case.id}: predicted CUDA peak of one training step")
     for key, value in metrics.items():
@@ -133,7 +121,7 @@ def _fit(args: argparse.Namespace, budget: int) -> int:
 
 
 # Subcommands that live in their own modules: each provides add_parser(subparsers).
-_MODULE_COMMANDS = ("spbench.runner", "spbench.report", "spbench.check")
+_MODULE_COMMANDS = ("spbench.runner", "spbench.reporting.command", "spbench.check")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,9 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return func(args)
-    except (CliError, KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"spbench {args.command}: error: {message}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"spbench {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -13,17 +13,19 @@ from typing import Any
 
 import torch
 
+from spbench.errors import InputError
+
 
 def synthetic_batch(config: Any, batch_size: int, seq_len: int, seed: int = 0,
                     num_labels: int = 2) -> dict[str, torch.Tensor]:
     """Random token ids, a right-padded attention mask and labels; deterministic in ``seed``."""
     if batch_size < 1 or seq_len < 2:
-        raise ValueError(f"impossible shape: batch size {batch_size}, sequence length {seq_len}")
+        raise InputError(f"impossible shape: batch size {batch_size}, sequence length {seq_len}")
     max_pos = getattr(config, "max_position_embeddings", None)
     # RoBERTa's positions start after padding_idx + 1.
     offset = 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta") else 0
     if max_pos is not None and seq_len > max_pos - offset:
-        raise ValueError(f"sequence length {seq_len} exceeds the backbone's {max_pos - offset} positions")
+        raise InputError(f"sequence length {seq_len} exceeds the backbone's {max_pos - offset} positions")
     gen = torch.Generator().manual_seed(seed)
     vocab = int(config.vocab_size)
     pad = getattr(config, "pad_token_id", 0) or 0
@@ -84,7 +86,7 @@ def _read_split(path: Path) -> Any:
     try:
         ds = datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **options)
     except Exception as exc:  # a parser error deep in datasets: say which file
-        raise ValueError(f"cannot read SST-2 file {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        raise InputError(f"cannot read SST-2 file {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     return validate_split(ds, str(path))
 
 
@@ -92,16 +94,16 @@ def validate_split(ds: Any, where: str) -> Any:
     """Check the columns and labels of one split; return it with only ``sentence`` and ``label``."""
     missing = [c for c in SST2_COLUMNS if c not in ds.column_names]
     if missing:
-        raise ValueError(f"SST-2 file {where} lacks column(s) {', '.join(missing)}: it has "
+        raise InputError(f"SST-2 file {where} lacks column(s) {', '.join(missing)}: it has "
                          f"{', '.join(ds.column_names) or 'none'}; need sentence and label")
     if len(ds) == 0:
-        raise ValueError(f"SST-2 file {where} has no rows")
+        raise InputError(f"SST-2 file {where} has no rows")
     labels = ds["label"]
     bad = sorted({repr(v) for v in labels if v not in (0, 1) or isinstance(v, bool)})
     if bad:
-        raise ValueError(f"SST-2 file {where} has labels outside {{0, 1}}: {', '.join(bad[:5])}")
+        raise InputError(f"SST-2 file {where} has labels outside {{0, 1}}: {', '.join(bad[:5])}")
     if any(not isinstance(s, str) for s in ds["sentence"]):
-        raise ValueError(f"SST-2 file {where} has empty or non-text sentences")
+        raise InputError(f"SST-2 file {where} has empty or non-text sentences")
     return ds.select_columns(list(SST2_COLUMNS))
 
 
@@ -148,9 +150,9 @@ def encode_sst2(split: Any, tokenizer: Any, objective: Any, max_len: int = 64,
     on how the template works.
     """
     if tokenizer is None:
-        raise ValueError("this backbone has no tokenizer: SST-2 needs a pretrained backbone such as minilm-l6")
+        raise InputError("this backbone has no tokenizer: SST-2 needs a pretrained backbone such as minilm-l6")
     if max_len < 2:
-        raise ValueError(f"max_len must be at least 2, not {max_len}")
+        raise InputError(f"max_len must be at least 2, not {max_len}")
     rows = split if limit is None else split.select(range(min(limit, len(split))))
     sentences, labels = list(rows["sentence"]), [int(v) for v in rows["label"]]
     encode = _objective_encoder(objective)
@@ -171,7 +173,7 @@ def _objective_encoder(objective: Any) -> Any:
     if encode is None:
         encode = getattr(sys.modules.get(type(objective).__module__), "encode", None)
     if encode is None:
-        raise ValueError(f"objective {objective.name!r} has no encode(tokenizer, sentences, labels, max_len) helper")
+        raise InputError(f"objective {objective.name!r} has no encode(tokenizer, sentences, labels, max_len) helper")
     return encode
 
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from spbench.objectives import OBJECTIVES, Objective, model_inputs, output_logits
+from spbench.backbones import mlm_head
+from spbench.errors import InputError
+from spbench.objectives.base import OBJECTIVES, Objective, model_inputs, output_logits
 
 if TYPE_CHECKING:
     import torch
@@ -53,17 +55,17 @@ def label_word_ids(tokenizer: Any, words: Sequence[str] = LABEL_WORDS) -> list[i
             pieces = tokenizer.encode(word.strip(), add_special_tokens=False)
         if len(pieces) != 1:
             shown = tokenizer.convert_ids_to_tokens(pieces)
-            raise ValueError(f"prompt label word {word!r} is {len(pieces)} tokens {shown} for "
+            raise InputError(f"prompt label word {word!r} is {len(pieces)} tokens {shown} for "
                              f"{type(tokenizer).__name__}; each label word must be one token")
         ids.append(int(pieces[0]))
     if len(set(ids)) != len(ids):
-        raise ValueError(f"prompt label words {list(words)} map to the same token ids {ids}")
+        raise InputError(f"prompt label words {list(words)} map to the same token ids {ids}")
     return ids
 
 
 def _split_template(template: str) -> tuple[str, str]:
     if template.count("{sentence}") != 1 or template.count(MASK) != 1:
-        raise ValueError(f"prompt template needs one {{sentence}} and one {MASK}: {template!r}")
+        raise InputError(f"prompt template needs one {{sentence}} and one {MASK}: {template!r}")
     prefix, suffix = template.split("{sentence}")
     return prefix, suffix
 
@@ -109,13 +111,13 @@ def encode(tokenizer: Any, sentences: Sequence[str], labels: Sequence[int] | Non
     a collator pads only the token list) and, with ``labels``, ``labels``.
     """
     if tokenizer.mask_token_id is None:
-        raise ValueError(f"{type(tokenizer).__name__} has no mask token: the prompt objective needs one")
+        raise InputError(f"{type(tokenizer).__name__} has no mask token: the prompt objective needs one")
     words = label_word_ids(tokenizer, label_words)
     head, tail = (_template_ids(tokenizer, part) for part in _split_template(template))
     lead, trail = _special_wrap(tokenizer)
     budget = max_len - len(head) - len(tail) - len(lead) - len(trail)
     if budget < 1:
-        raise ValueError(f"max_len {max_len} leaves no room for a sentence in template {template!r}")
+        raise InputError(f"max_len {max_len} leaves no room for a sentence in template {template!r}")
     body = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
     rows = []
     for i, ids in enumerate(body):
@@ -158,18 +160,6 @@ def _unwrap(model: "nn.Module") -> "nn.Module":
     return model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
 
 
-def _mlm_head(model: "nn.Module") -> Any:
-    """The masked-LM head of a transformers ``*ForMaskedLM`` as a function of hidden states,
-    or None for any other module."""
-    if hasattr(model, "lm_head"):  # RoBERTa
-        return model.lm_head
-    if hasattr(model, "cls") and hasattr(model.cls, "predictions"):  # BERT, MiniLM
-        return model.cls
-    if hasattr(model, "vocab_projector"):  # DistilBERT
-        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
-    return None
-
-
 @dataclass
 class Prompt(Objective):
     """Label-word scores at the mask (needs a masked-LM head: ``head = "mlm"``)."""
@@ -185,7 +175,7 @@ class Prompt(Objective):
         rows = torch.arange(batch["input_ids"].shape[0], device=batch["input_ids"].device)
         words = word_ids(batch)
         inner = _unwrap(model)
-        head = _mlm_head(inner)
+        head = mlm_head(inner)
         if head is not None and getattr(inner, "base_model", inner) is not inner:
             hidden = inner.base_model(**model_inputs(batch), return_dict=True).last_hidden_state
             scores = head(hidden[rows, batch["mask_pos"]])  # B x V
@@ -248,9 +238,9 @@ def warmup_mlm_head(backbone: "Backbone", sentences: Sequence[str], steps: int =
     from spbench.methods.base import head_module_names
 
     model, tok = backbone.model, backbone.tokenizer
-    head = _mlm_head(model)
+    head = mlm_head(model)
     if head is None or tok is None or tok.mask_token_id is None:
-        raise ValueError(f"{backbone.name}: the MLM-head warm-up needs a masked-LM model with a tokenizer")
+        raise InputError(f"{backbone.name}: the MLM-head warm-up needs a masked-LM model with a tokenizer")
     encoder = {id(p) for p in model.base_model.parameters()}
     params = [p for name in head_module_names(model) for p in getattr(model, name).parameters()
               if id(p) not in encoder]

@@ -10,11 +10,14 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
+from spbench.errors import InputError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
-    """Unknown or duplicate registry name. ``str()`` is the readable message."""
+class RegistryError(KeyError, InputError):
+    """Unknown or duplicate registry name (an input error; a ``KeyError`` for lookups).
+    ``str()`` is the readable message."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""

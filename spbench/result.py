@@ -1,8 +1,14 @@
-"""What a case measured: the metric contract shared by benchmarks, report and check.
+"""What a case measured: the metric contract and the one result shape, shared by benchmarks,
+report and check.
 
 Every metric is declared once here with its unit and direction; the reporter scales units
 and marks the best value from this table alone. A key that was not measured is absent from a
 result, never 0 as a stand-in.
+
+A :class:`Result` is made from its :class:`~spbench.case.Case` by :meth:`Result.of` and travels
+as one flat JSON object (a benchmark's ``extra_info``): the case's identity fields, then
+status, metrics, training configuration and notes. Its identity keys are derived from the
+Case's fields here and nowhere else.
 
 Bump ``SCHEMA_VERSION`` whenever measuring code changes what a number means: ``report`` and
 ``check`` refuse to compare results across versions.
@@ -10,17 +16,23 @@ Bump ``SCHEMA_VERSION`` whenever measuring code changes what a number means: ``r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import typing
+from dataclasses import dataclass, field
 from typing import Any
 
+from spbench.case import Case
+from spbench.errors import InputError
+
 SCHEMA_VERSION = 1
+PREDICTED = "predicted-cuda"  # the device of predicted figures (a fake-tensor step with CUDA emulated)
 
 
 @dataclass(frozen=True)
 class Metric:
     key: str
     unit: str  # "bytes", "s", "flops", "count", "ratio"
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: describes the run, neither better nor worse
     label: str
     deterministic: bool = False  # the same on every machine: gated by ``spbench check``
 
@@ -47,80 +59,99 @@ METRICS: dict[str, Metric] = {
         Metric("step_time_s", "s", False, "step time"),
         Metric("sst2_accuracy", "ratio", True, "SST-2 dev accuracy"),
         Metric("sst2_f1", "ratio", True, "SST-2 dev F1"),
-        Metric("train_examples", "count", False, "training examples"),
-        Metric("train_steps", "count", False, "training steps"),
+        Metric("train_examples", "count", None, "training examples"),
+        Metric("train_steps", "count", None, "training steps"),
         Metric("train_time_s", "s", False, "training time"),
     ]
 }
 
-# What ran (identity of a case); never compared as a metric.
-IDENTITY_KEYS = (
-    "method",
-    "method_config",
-    "backbone",
-    "objective",
-    "batch_size",
-    "seq_len",
-    "device",
-    "dtype",
-    "schema_version",
-)
+# What ran: every Case field but overrides (typed in method_config) and device (a result's own).
+CASE_FIELDS = tuple(f.name for f in dataclasses.fields(Case) if f.name not in ("overrides", "device"))
+IDENTITY_KEYS = (*CASE_FIELDS, "method_config", "device", "schema_version", "case_id")
+TRAINING_KEYS = ("train_config", "stages", "best_step")
 
 
 @dataclass
 class Result:
-    """One case's identity, status and metrics (the ``extra_info`` of a benchmark)."""
+    """One case's identity, status and metrics (the ``extra_info`` of a benchmark).
 
-    method: str
-    backbone: str
-    objective: str
-    batch_size: int
-    seq_len: int
-    device: str
+    ``device`` is where it was measured (``case.device``), or :data:`PREDICTED`. Accuracy
+    runs add their training configuration, per-stage figures and best checkpoint step.
+    """
+
+    case: Case
     method_config: dict[str, Any]
-    dtype: str = "float32"
+    device: str
+    case_id: str
     status: str = "ok"  # "ok" | "oom" | "failed"
     reason: str = ""
-    metrics: dict[str, float | int] | None = None
-    notes: dict[str, Any] | None = None  # flags such as "mlm_head_untrained"
+    metrics: dict[str, float | int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)  # flags such as "mlm_head_untrained"
+    train_config: dict[str, Any] | None = None
+    stages: list[dict[str, Any]] | None = None  # a multi-stage run's per-stage figures
+    best_step: int | None = None  # the restored checkpoint's step (with eval_every)
+    schema_version: int = SCHEMA_VERSION
 
-    def to_extra_info(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "method": self.method,
-            "method_config": self.method_config,
-            "backbone": self.backbone,
-            "objective": self.objective,
-            "batch_size": self.batch_size,
-            "seq_len": self.seq_len,
-            "device": self.device,
-            "dtype": self.dtype,
-            "schema_version": SCHEMA_VERSION,
-            "status": self.status,
-        }
-        if self.reason:
-            out["reason"] = self.reason
-        for key, value in (self.metrics or {}).items():
+    @classmethod
+    def of(cls, case: Case, device: str | None = None, *, status: str = "ok", reason: str = "",
+           metrics: dict[str, Any] | None = None, notes: dict[str, Any] | None = None,
+           train_config: dict[str, Any] | None = None, stages: list[dict[str, Any]] | None = None,
+           best_step: int | None = None) -> "Result":
+        """The result of ``case`` measured on ``device`` (default ``case.device``).
+
+        Raises KeyError for a metric not declared in :data:`METRICS`.
+        """
+        for key in metrics or {}:
             if key not in METRICS:
                 raise KeyError(f"undeclared metric {key!r}: add it to spbench.result.METRICS")
-            out[key] = value
-        if self.notes:
-            out.update(self.notes)
+        try:
+            config = case.method_config()
+        except InputError:  # the case failed on its bad configuration: say so, keep the point
+            config = {}
+        return cls(case, config, case.device if device is None else device, case.id, status, reason,
+                   dict(metrics or {}), dict(notes or {}), train_config, stages, best_step)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def identity(self) -> dict[str, Any]:
+        return {**{k: getattr(self.case, k) for k in CASE_FIELDS}, "method_config": self.method_config,
+                "device": self.device, "schema_version": self.schema_version, "case_id": self.case_id}
+
+    def to_extra_info(self) -> dict[str, Any]:
+        out = {**self.identity(), "status": self.status}
+        if self.reason:
+            out["reason"] = self.reason
+        out.update(self.metrics)
+        out.update({k: getattr(self, k) for k in TRAINING_KEYS if getattr(self, k) is not None})
+        out.update(self.notes)
         return out
 
     @classmethod
-    def from_extra_info(cls, info: dict[str, Any]) -> "Result":
-        known = set(IDENTITY_KEYS) | set(METRICS) | {"status", "reason"}
+    def from_extra_info(cls, info: dict[str, Any], name: str = "") -> "Result":
+        """Read one ``extra_info`` back (records of older spbench included: a Case field they
+        lack takes its default; ``case_id`` falls back to the benchmark's ``name``)."""
+        hints = typing.get_type_hints(Case)
+        fields = {}
+        for key in CASE_FIELDS:
+            if key in info:
+                value = info[key]
+                fields[key] = hints[key](value) if hints[key] in (int, float, str) else value
+        if info["device"] != PREDICTED:
+            fields["device"] = info["device"]
+        known = set(IDENTITY_KEYS) | set(METRICS) | set(TRAINING_KEYS) | {"status", "reason"}
         return cls(
-            method=info["method"],
-            backbone=info["backbone"],
-            objective=info.get("objective", "classification"),
-            batch_size=int(info["batch_size"]),
-            seq_len=int(info["seq_len"]),
-            device=info["device"],
+            case=Case(**fields),
             method_config=info.get("method_config", {}),
-            dtype=info.get("dtype", "float32"),
+            device=info["device"],
+            case_id=str(info.get("case_id") or name),
             status=info.get("status", "ok"),
             reason=info.get("reason", ""),
             metrics={k: v for k, v in info.items() if k in METRICS},
-            notes={k: v for k, v in info.items() if k not in known} or None,
+            notes={k: v for k, v in info.items() if k not in known},
+            train_config=info.get("train_config"),
+            stages=info.get("stages"),
+            best_step=info.get("best_step"),
+            schema_version=int(info.get("schema_version", SCHEMA_VERSION)),
         )

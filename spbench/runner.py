@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spbench.cli import CliError
+from spbench.errors import InputError
 
 
 def find_benchmarks(explicit: str | None = None) -> Path:
@@ -28,7 +28,7 @@ def find_benchmarks(explicit: str | None = None) -> Path:
     for path in candidates:
         if (path / "conftest.py").is_file():
             return path
-    raise CliError("no benchmarks/ folder found: run from a clone of spbench or pass --benchmarks PATH")
+    raise InputError("no benchmarks/ folder found: run from a clone of spbench or pass --benchmarks PATH")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +83,7 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path) -> li
 
 
 def run(args: argparse.Namespace) -> int:
-    from spbench.cli import main as cli_main
+    from spbench.reporting.command import cmd_report, report_args
 
     bench = find_benchmarks(args.benchmarks)
     out = Path(args.out)
@@ -94,13 +94,12 @@ def run(args: argparse.Namespace) -> int:
     print("$ " + " ".join(cmd), flush=True)
     code = subprocess.call(cmd, cwd=bench.parent)
     if not partial.is_file():
-        raise CliError(f"pytest exited with {code} and wrote no results")
+        raise InputError(f"pytest exited with {code} and wrote no results")
     partial.replace(final)
     suffix = {"markdown": "md", "latex": "tex", "csv": "csv", "terminal": "txt"}.get(args.format, "md")
     report = out / f"{stem}-report.{suffix}"
-    status = cli_main(["report", str(final), "--format", args.format, "--output", str(report)])
-    if status == 0:
-        cli_main(["report", str(final), "--format", "terminal"])
-        print(f"\nresults: {final}\nreport:  {report}")
+    cmd_report(report_args([str(final)], format=args.format, output=str(report)))
+    cmd_report(report_args([str(final)], format="terminal"))
+    print(f"\nresults: {final}\nreport:  {report}")
     # pytest's own code says whether every case ran; failed cases are data points in the JSON.
-    return code or status
+    return code

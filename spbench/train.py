@@ -4,7 +4,7 @@
 
 ``fit`` runs AdamW (``method.make_optimizer``) with linear warmup then linear decay
 (``transformers.get_linear_schedule_with_warmup``; a constant rate for methods without a
-backward pass, as in MeZO, or as a method's ``lr_schedule`` says), seeds torch, Python and the data order,
+backward pass, as in MeZO: ``Method.lr_schedule``), seeds torch, Python and the data order,
 clips the gradient norm between backward and the optimizer (a ``StepHooks`` phase, so a method
 that overrides ``train_step``, as MeZO does, still gets it; skipped when the method uses no
 backward), and stops with status "failed" on a NaN/inf loss rather than report garbage.
@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from spbench.errors import InputError
 from spbench.methods.base import StepHooks
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
     from spbench.case import Case
     from spbench.methods.base import Method
+    from spbench.result import Result
     from spbench.objectives import Objective
 
 # The embedded CPU default (README): about 10 minutes for full_ft on minilm-l6 on 2 cores.
@@ -57,7 +59,7 @@ class Budget:
     def __post_init__(self) -> None:
         given = [v for v in (self.examples, self.steps, self.epochs) if v is not None]
         if len(given) != 1 or given[0] <= 0:
-            raise ValueError("a budget is exactly one positive amount: examples=N, steps=N or epochs=X")
+            raise InputError("a budget is exactly one positive amount: examples=N, steps=N or epochs=X")
 
     @classmethod
     def parse(cls, text: str) -> "Budget":
@@ -65,11 +67,11 @@ class Budget:
         key, sep, value = text.partition("=")
         key = key.strip()
         if not sep or key not in ("examples", "steps", "epochs"):
-            raise ValueError(f"budget {text!r}: write examples=N, steps=N or epochs=X")
+            raise InputError(f"budget {text!r}: write examples=N, steps=N or epochs=X")
         try:
             return cls(**{key: float(value) if key == "epochs" else int(value)})
         except ValueError:
-            raise ValueError(f"budget {text!r}: {value!r} is not a positive number") from None
+            raise InputError(f"budget {text!r}: {value!r} is not a positive number") from None
 
     def total_steps(self, n_train: int, batch_size: int) -> int:
         if self.steps is not None:
@@ -263,11 +265,10 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
 
 
 def lr_schedule(method: "Method") -> str:
-    """"linear" (warmup then decay to 0) or "constant": a method's ``lr_schedule`` attribute,
-    else constant for methods without a backward pass (MeZO's paper keeps its rate constant)."""
-    schedule = getattr(method, "lr_schedule", None) or ("linear" if method.uses_backward else "constant")
+    """``method.lr_schedule``, checked: "linear" (warmup then decay to 0) or "constant"."""
+    schedule = method.lr_schedule
     if schedule not in ("linear", "constant"):
-        raise ValueError(f"method {method.name!r}: lr_schedule must be 'linear' or 'constant', not {schedule!r}")
+        raise InputError(f"method {method.name!r}: lr_schedule must be 'linear' or 'constant', not {schedule!r}")
     return schedule
 
 
@@ -330,46 +331,32 @@ def _progress(show: bool | None, total: int, label: str) -> Iterator[Any]:
 
 # --- one accuracy case ------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Stage:
-    """One stage of a multi-stage method (e.g. MeZO then LST): train ``model`` with ``method``
-    on ``objective`` for ``share`` of the budget. A method may define ``stages(backbone)``
-    yielding these lazily; each is trained before the next is asked for."""
-
-    method: "Method"
-    model: "nn.Module"
-    objective: str
-    share: float = 1.0
-
-
 def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | None = None, *,
                  seed: int = 0, warmup: float = DEFAULT_WARMUP, clip: float | None = DEFAULT_CLIP,
-                 eval_every: int = 0, progress: bool | None = None, train_limit: int | None = None,
-                 ) -> tuple[dict[str, Any], TrainResult]:
+                 eval_every: int = 0, progress: bool | None = None) -> tuple["Result", TrainResult]:
     """Build ``case`` (``seq_len`` is the max token length), train it on SST-2 train, score it
-    on dev. Returns the extra_info fields (identity, training config, metrics) and the result.
+    on dev. Returns the case's Result (metrics, training configuration, stages) and the run.
 
-    A method with ``stages(backbone)`` (multi-stage) is trained stage by stage, the budget
-    split by each stage's ``share``; its last stage is scored.
+    A multi-stage method (``Method.stages``) is trained stage by stage, the budget split by
+    each stage's ``share``; its last stage is scored.
     """
     from spbench import objectives
-    from spbench.case import build, identity
+    from spbench.case import build
     from spbench.data import encode_sst2, load_sst2
+    from spbench.result import Result
 
     budget = budget or Budget.parse(DEFAULT_CPU_BUDGET)
     data = load_sst2(sst2_dir)
     built, _ = build(case, on_device=False)
     tokenizer = built.backbone.tokenizer
     pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
-    stage_fn = getattr(built.method, "stages", None)
-    stages = stage_fn(built.backbone) if callable(stage_fn) else [
-        Stage(built.method, built.model, case.objective)]
+    stages = built.method.stages(built.backbone, built.model, case.objective)
     result = TrainResult()
     spent = 0.0
     per_stage: list[dict[str, Any]] = []
     for stage in stages:
         objective = objectives.get(stage.objective)
-        train_rows = encode_sst2(data["train"], tokenizer, objective, case.seq_len, limit=train_limit)
+        train_rows = encode_sst2(data["train"], tokenizer, objective, case.seq_len)
         dev_rows = encode_sst2(data["dev"], tokenizer, objective, case.seq_len)
         stage_budget = _share(budget, stage.share)
         res = fit(stage.method, stage.model, objective, train_rows, dev_rows, stage_budget,
@@ -385,18 +372,15 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         result = res
         if result.status != "ok":
             break
-    info = {**identity(built), **built.notes, **result.metrics(), "train_config": {
+    train_config = {
         "budget": str(budget), "seed": seed, "warmup": warmup, "clip": clip if built.method.uses_backward else None,
         "eval_every": eval_every, "max_len": case.seq_len, "lr_schedule": lr_schedule(built.method),
         "peak": "tracked steady-state step at the largest batch shape",
-    }}
-    if result.best_step is not None:
-        info["best_step"] = result.best_step
-    if len(per_stage) > 1:  # each stage's own peak, time and score; the top-level figures are overall
-        info["stages"] = per_stage
-    if result.status != "ok":
-        info.update(status=result.status, reason=result.reason)
-    return info, result
+    }
+    # A multi-stage run keeps each stage's own peak, time and score; its top-level figures are overall.
+    return Result.of(case, status=result.status, reason=result.reason, metrics=result.metrics(),
+                     notes=built.notes, train_config=train_config, stages=per_stage if len(per_stage) > 1 else None,
+                     best_step=result.best_step), result
 
 
 def _share(budget: Budget, share: float) -> Budget:

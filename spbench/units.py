@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from spbench.errors import InputError
+
 _UNITS = {
     "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -14,7 +16,7 @@ def parse_bytes(text: str) -> int:
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
     if not match or (unit and unit not in _UNITS):
-        raise ValueError(f"cannot read {text!r} as a size; write e.g. 8GiB, 512MiB or 2GB")
+        raise InputError(f"cannot read {text!r} as a size; write e.g. 8GiB, 512MiB or 2GB")
     return int(float(match.group(1)) * _UNITS[unit or "b"])
 
 

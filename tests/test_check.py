@@ -150,11 +150,11 @@ def test_gate_catches_a_method_that_keeps_an_extra_activation(tmp_path: Path,
     """A real prediction: full_ft, and a variant whose step keeps one more activation alive."""
     import torch
 
-    from spbench.case import Case, identity
+    from spbench.case import Case
     from spbench.measure.predict import predict
     from spbench.methods.base import METHODS, NO_HOOKS, register_method
     from spbench.methods.full_ft import FullFT
-    from spbench.result import SCHEMA_VERSION
+    from spbench.result import PREDICTED, Result
 
     name = "test_check_leaky_full_ft"
 
@@ -181,9 +181,9 @@ def test_gate_catches_a_method_that_keeps_an_extra_activation(tmp_path: Path,
         for label, method in (("baseline", "full_ft"), ("current", name)):
             case = Case(method, "tiny-bert", batch_size=4, seq_len=32)
             metrics, built = predict(case)
-            info = {**identity(built), "method": "full_ft", "device": "predicted-cuda",
-                    "schema_version": SCHEMA_VERSION, "status": "ok", "case_id": "full_ft-tiny-bert-b4-s32",
-                    **metrics}
+            # Recorded under full_ft's name: the gate must tell the two by their figures alone.
+            info = {**Result.of(case, PREDICTED, metrics=metrics).to_extra_info(),
+                    "method": "full_ft", "case_id": "full_ft-tiny-bert-b4-s32"}
             docs[label] = tmp_path / f"{label}.json"
             docs[label].write_text(json.dumps({"machine_info": {}, "benchmarks": [
                 {"name": "test_memory[full_ft-tiny-bert-b4-s32]", "extra_info": info}]}))

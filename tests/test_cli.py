@@ -47,6 +47,7 @@ def test_estimate_json_has_design_keys() -> None:
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["method"] == "side_lora" and info["method_config"]["scope"] == "targets"
+    assert info["device"] == "predicted-cuda" and info["case_id"] == "side_lora-tiny-bert-b2-s16-scope=targets"
     for key in ("predicted_cuda_peak_bytes", "predicted_inference_peak_bytes", "mem_params_bytes",
                 "params_total", "params_trainable", "params_backward_read", "flops_forward",
                 "flops_backward", "schema_version"):
@@ -66,3 +67,21 @@ def test_fit_answers_the_largest_batch_that_fits() -> None:
 def test_help_is_fast_and_explains() -> None:
     proc = spbench("--help")
     assert proc.returncode == 0 and "estimate" in proc.stdout and "predicted" in proc.stdout
+
+
+def test_only_input_errors_are_user_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An InputError is one line with exit code 2; a bug (a bare KeyError) keeps its traceback."""
+    from spbench import cli
+    from spbench.errors import InputError
+
+    def failing(exc: BaseException) -> object:
+        def cmd(args: object) -> int:
+            raise exc
+        return cmd
+
+    monkeypatch.setattr(cli, "cmd_list", failing(InputError("bad value")))
+    assert cli.main(["list"]) == 2
+    assert capsys.readouterr().err.strip() == "spbench list: error: bad value"
+    monkeypatch.setattr(cli, "cmd_list", failing(KeyError("a bug")))
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(["list"])

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from spbench import backbones, methods
-from spbench.case import Case, ChainHooks, build, step_fn
+from spbench.case import Case, build
+from spbench.measure.step import ChainHooks, step_fn
 from spbench.measure.params import BackwardReadHooks
 from spbench.methods._ladder import LadderSideModel, WindowFusion, layer_parts, prune_plan
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from spbench import methods
-from spbench.case import Case, ChainHooks, build, step_fn
+from spbench.case import Case, build
+from spbench.measure.step import ChainHooks, step_fn
 from spbench.measure.params import BackwardReadHooks
 
 

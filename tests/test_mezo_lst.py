@@ -10,7 +10,7 @@ from spbench import backbones, objectives
 from spbench.case import Case
 from spbench.methods import get
 from spbench.methods.mezo import MeZO
-from spbench.methods.mezo_lst import MeZOLST, load_stage1, save_stage1, stage_cases
+from spbench.methods.mezo_lst import MeZOLST, load_stage1, save_stage1
 
 
 def _stage1(name: str, trainable: str = "all", steps: int = 3):
@@ -68,7 +68,7 @@ def test_mezo_lora_is_merged_before_saving(tmp_path) -> None:
 def test_stages_train_mezo_then_lst_on_its_weights(stage2, tmp_path) -> None:
     method = MeZOLST(stage2=stage2, checkpoint_dir=str(tmp_path), mezo_share=0.25)
     bb = backbones.load("tiny-bert", head=objectives.get(stage2).head)
-    stages = method.stages(bb)
+    stages = iter(method.stages(bb, method.prepare(bb), stage2))
     first = next(stages)
     assert first.method.name == "mezo" and first.objective == "prompt" and first.share == 0.25
     assert not first.method.uses_backward
@@ -87,19 +87,12 @@ def test_stages_train_mezo_then_lst_on_its_weights(stage2, tmp_path) -> None:
         next(stages)
 
 
-def test_benchmark_case_is_stage2_and_stage_cases_name_both() -> None:
+def test_benchmark_case_is_stage2() -> None:
     bb = backbones.load("tiny-bert", head="classification")
     method = get("mezo_lst")()
     model = method.prepare(bb)
     assert type(model).__name__ == type(get("lst")().prepare(backbones.load("tiny-bert"))).__name__
     assert method.uses_backward
-    case = Case("mezo_lst", "tiny-bert", 4, 16, overrides=(("mezo_lr", "1e-07"),))
-    first, second = stage_cases(case)
-    assert first.method == "mezo" and first.objective == "prompt"
-    assert dict(first.overrides)["lr"] == "1e-07" and second == case
-    first.validate()
-    with pytest.raises(ValueError):
-        stage_cases(Case("lst", "tiny-bert"))
 
 
 def test_stage2_step_trains_only_the_side_network() -> None:

@@ -159,11 +159,13 @@ def test_run_accuracy_end_to_end_on_a_tiny_sst2_folder(tmp_path: Path) -> None:
     lines = ["sentence\tlabel"] + [f"a {rng.choice(words[y])} film \t{y}" for y in [0, 1] * 20]
     (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
     (tmp_path / "dev.tsv").write_text("\n".join(lines[:9]) + "\n")
-    info, res = run_accuracy(Case("lora", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=3), str(tmp_path))
+    result, res = run_accuracy(Case("lora", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=3), str(tmp_path))
+    info = result.to_extra_info()
     assert res.status == "ok" and info["train_steps"] == 3 and info["train_examples"] == 12
     assert 0.0 <= info["sst2_accuracy"] <= 1.0 and info["peak_bytes"] > 0
     assert info["method_config"]["lr"] == 5e-4 and info["train_config"]["budget"] == "steps=3"
-    Result.from_extra_info({**info, "device": "cpu"}).to_extra_info()  # keys honour the contract
+    assert info["device"] == "cpu" and info["case_id"] == "lora-minilm-l6-b4-s16"
+    assert Result.from_extra_info(info) == result  # the JSON round trip keeps every field
 
 
 def test_progress_bar_shows_loss_and_throughput_only_when_asked(capsys: pytest.CaptureFixture) -> None:
@@ -184,7 +186,8 @@ def test_multi_stage_run_reports_each_stage(tmp_path: Path) -> None:
     lines = ["sentence\tlabel"] + [f"a {w} film \t{y}" for y, w in [(0, "dull"), (1, "great")] * 8]
     (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
     (tmp_path / "dev.tsv").write_text("\n".join(lines[:5]) + "\n")
-    info, res = run_accuracy(Case("mezo_lst", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=4), str(tmp_path))
+    result, res = run_accuracy(Case("mezo_lst", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=4), str(tmp_path))
+    info = result.to_extra_info()
     assert res.status == "ok", res.reason
     stages = info["stages"]
     assert [s["method"] for s in stages] == ["mezo", "lst"]

@@ -16,8 +16,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from spbench.cli import CliError
+from spbench.errors import InputError
 from spbench.reporting.results import read_json
+from spbench.result import PREDICTED
 
 
 def _mib(n: float | None) -> str:
@@ -31,7 +32,7 @@ def load(paths: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[st
     for path in paths:
         try:
             data = read_json(path)
-        except CliError as exc:  # e.g. a shard that ran no case: say so, use the rest
+        except InputError as exc:  # e.g. a shard that ran no case: say so, use the rest
             print(f"skipping {exc}", file=sys.stderr)
             continue
         machine = machine or data.get("machine_info", {})
@@ -40,7 +41,7 @@ def load(paths: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[st
             case = info.get("case_id")
             if not case:
                 continue
-            (predicted if info.get("device") == "predicted-cuda" else measured)[case] = info
+            (predicted if info.get("device") == PREDICTED else measured)[case] = info
     return measured, predicted, machine
 
 

@@ -13,8 +13,9 @@ from typing import Any, Callable
 
 import torch
 
-from spbench.case import Built, ChainHooks, autocast_for, step_fn
+from spbench.case import Built
 from spbench.measure.memory import no_gc, tracked_peak
+from spbench.measure.step import ChainHooks, autocast_for, step_fn
 
 
 def nvml_used_bytes(device_index: int) -> int | None:

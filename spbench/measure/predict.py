@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
-from spbench.case import Built, Case, ChainHooks, autocast_for, build, step_fn
+from spbench.case import Built, Case, build
 from spbench.measure.flops import FlopHooks
 from spbench.measure.memory import cuda_emulation, fake_mode, fakeify, tracked_peak
 from spbench.measure.params import BackwardReadHooks, count_params
+from spbench.measure.step import ChainHooks, autocast_for, step_fn
 
 
 def _fake_batch(batch: dict[str, torch.Tensor], mode: Any) -> dict[str, torch.Tensor]:

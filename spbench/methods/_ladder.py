@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spbench.errors import InputError
+from spbench.backbones import mlm_head
+
 # Where the weights of one encoder layer live, per family (the query path identifies it).
 LAYER_PARTS = {
     "bert": {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
@@ -67,7 +70,7 @@ def encoder_layers(base: nn.Module) -> nn.ModuleList:
     for path in ("encoder.layer", "transformer.layer"):
         with contextlib.suppress(AttributeError):
             return base.get_submodule(path)
-    raise ValueError(f"LST: cannot find the encoder layers of {type(base).__name__}")
+    raise InputError(f"LST: cannot find the encoder layers of {type(base).__name__}")
 
 
 def layer_parts(layer: nn.Module) -> dict[str, nn.Module]:
@@ -77,7 +80,7 @@ def layer_parts(layer: nn.Module) -> dict[str, nn.Module]:
             return {key: layer.get_submodule(path) for key, path in table.items()}
         except AttributeError:
             continue
-    raise ValueError(f"LST: unsupported encoder layer {type(layer).__name__}")
+    raise InputError(f"LST: unsupported encoder layer {type(layer).__name__}")
 
 
 def top_channels(importance: torch.Tensor, keep: int) -> torch.Tensor:
@@ -185,18 +188,7 @@ def _config_value(config: Any, *names: str) -> Any:
     for name in names:
         if getattr(config, name, None) is not None:
             return getattr(config, name)
-    raise ValueError(f"LST: backbone config has none of {names}")
-
-
-def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The backbone's own masked-LM head as a function of final hidden states."""
-    if hasattr(model, "lm_head"):  # RoBERTa
-        return model.lm_head
-    if hasattr(model, "cls"):  # BERT, MiniLM
-        return model.cls
-    if hasattr(model, "vocab_projector"):  # DistilBERT
-        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
-    raise ValueError(f"LST: no masked-LM head found on {type(model).__name__}")
+    raise InputError(f"LST: backbone config has none of {names}")
 
 
 class LadderSideModel(nn.Module):
@@ -211,7 +203,9 @@ class LadderSideModel(nn.Module):
     def __init__(self, model: nn.Module, head: str, spec: SideSpec) -> None:
         super().__init__()
         if head not in ("classification", "mlm"):
-            raise ValueError(f"LST supports the classification and mlm heads, not {head!r}")
+            raise InputError(f"LST supports the classification and mlm heads, not {head!r}")
+        if head == "mlm" and mlm_head(model) is None:
+            raise InputError(f"LST: no masked-LM head found on {type(model).__name__}")
         config = model.config
         d = _config_value(config, "hidden_size", "dim")
         heads = _config_value(config, "num_attention_heads", "n_heads")
@@ -219,17 +213,17 @@ class LadderSideModel(nn.Module):
         eps = getattr(config, "layer_norm_eps", 1e-12)
         r = spec.r
         if r < 1 or d % (heads * r) or ffn % r:
-            raise ValueError(f"LST: r={r} must divide the head width {d // heads} and the FFN width {ffn}")
+            raise InputError(f"LST: r={r} must divide the head width {d // heads} and the FFN width {ffn}")
         self.backbone, self.head, self.spec = model, head, spec
         self.base_layers = encoder_layers(model.base_model)
         n = len(self.base_layers)
         if any(not -n <= l < n for l in spec.layers):
-            raise ValueError(f"LST: layers {spec.layers} outside the backbone's {n} layers")
+            raise InputError(f"LST: layers {spec.layers} outside the backbone's {n} layers")
         self.layers = tuple(sorted({l % n for l in spec.layers})) if spec.layers else tuple(range(n))
         if not 0 <= spec.unfreeze_last <= n:
-            raise ValueError(f"LST: unfreeze_last={spec.unfreeze_last} outside 0..{n}")
+            raise InputError(f"LST: unfreeze_last={spec.unfreeze_last} outside 0..{n}")
         if spec.k < 0 or (spec.k and spec.k % 2 == 0):
-            raise ValueError(f"k-LST: k must be odd and positive, not {spec.k}")
+            raise InputError(f"k-LST: k must be odd and positive, not {spec.k}")
         width = d // r
 
         # Downsamplers: "emb" for the side network's first input, one per backbone layer read.
@@ -242,7 +236,7 @@ class LadderSideModel(nn.Module):
         elif spec.downsampler == "avgpool":
             self.down_pool = AvgPoolDown(r)
         else:
-            raise ValueError(f"LST: downsampler must be linear, shared or avgpool, not {spec.downsampler!r}")
+            raise InputError(f"LST: downsampler must be linear, shared or avgpool, not {spec.downsampler!r}")
         self.side_layers = nn.ModuleList(SideLayer(width, heads, ffn // r, eps, spec.dropout) for _ in self.layers)
         self.gates = nn.Parameter(torch.zeros(len(self.layers)))
         self.ladder_drop = nn.Dropout(spec.ladder_dropout)
@@ -260,7 +254,7 @@ class LadderSideModel(nn.Module):
                 parts = layer_parts(self.base_layers[l])
                 side.load_pruned(parts, prune_plan(parts, heads, r))
         elif spec.init != "random":
-            raise ValueError(f"LST: init must be pruned or random, not {spec.init!r}")
+            raise InputError(f"LST: init must be pruned or random, not {spec.init!r}")
 
         unfrozen = list(self.base_layers)[n - spec.unfreeze_last:] if spec.unfreeze_last else []
         self.unfrozen = unfrozen

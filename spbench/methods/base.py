@@ -13,8 +13,9 @@ import contextlib
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Literal
 
+from spbench.errors import InputError
 from spbench.registry import Registry
 
 if TYPE_CHECKING:
@@ -56,6 +57,17 @@ def head_module_names(model: "nn.Module") -> list[str]:
     prefix = getattr(model, "base_model_prefix", "")
     return [name for name, child in model.named_children()
             if name != prefix and any(True for _ in child.parameters())]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a training run: train ``model`` with ``method`` on ``objective`` for
+    ``share`` of the budget (see :meth:`Method.stages`)."""
+
+    method: "Method"
+    model: "nn.Module"
+    objective: str
+    share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,18 @@ class Method:
     def uses_backward(self) -> bool:
         return True
 
+    @property
+    def lr_schedule(self) -> Literal["linear", "constant"]:
+        """How ``spbench.train.fit`` schedules the rate: "linear" (warmup, then decay to 0),
+        or "constant" for methods without a backward pass (MeZO's paper keeps its rate constant)."""
+        return "linear" if self.uses_backward else "constant"
+
+    def stages(self, backbone: "Backbone", model: "nn.Module", objective: str) -> Iterable[Stage]:
+        """The stages of an accuracy run, each trained before the next is asked for (so a later
+        stage may be built from an earlier one's weights). One stage by default: ``model``
+        (this method's ``prepare`` of ``backbone``) on ``objective``."""
+        return [Stage(self, model, objective)]
+
     def config(self) -> dict[str, Any]:
         """Hyperparameters as a plain dict (``method_config`` in results)."""
         return dataclasses.asdict(self)
@@ -116,7 +140,7 @@ class Method:
         kwargs: dict[str, Any] = {}
         for key, raw in overrides.items():
             if key not in fields:
-                raise ValueError(
+                raise InputError(
                     f"method {cls.name!r} has no hyperparameter {key!r}; it has: {', '.join(sorted(fields))}"
                 )
             kwargs[key] = parse_value(raw, hints[key], key)
@@ -138,28 +162,28 @@ def parse_value(raw: Any, hint: Any, key: str) -> Any:
                 continue
             try:
                 return parse_value(raw, arg, key)
-            except ValueError as exc:
+            except InputError as exc:
                 errors.append(str(exc))
-        raise ValueError(f"{key}={raw!r}: " + "; ".join(errors))
+        raise InputError(f"{key}={raw!r}: " + "; ".join(errors))
     if origin is tuple:
         items = [s for s in raw.split(",") if s.strip()]
         inner = args[0] if args else str
         return tuple(parse_value(s.strip(), inner, key) for s in items)
     if typing.get_origin(hint) is typing.Literal:
         if raw not in args:
-            raise ValueError(f"{key} must be one of {', '.join(map(str, args))}, not {raw!r}")
+            raise InputError(f"{key} must be one of {', '.join(map(str, args))}, not {raw!r}")
         return raw
     if hint is bool:
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
         if raw.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{key} expects true/false, not {raw!r}")
+        raise InputError(f"{key} expects true/false, not {raw!r}")
     if hint in (int, float):
         try:
             return hint(raw)
         except ValueError:
-            raise ValueError(f"{key} expects {hint.__name__}, not {raw!r}") from None
+            raise InputError(f"{key} expects {hint.__name__}, not {raw!r}") from None
     return raw
 
 

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from spbench.errors import InputError
 from spbench.methods.base import Method, head_module_names, register_method
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def default_targets(model_type: str) -> list[str]:
 
     targets = PEFT_TARGETS.get(model_type) or _EXTRA_TARGETS.get(model_type)
     if not targets:
-        raise ValueError(
+        raise InputError(
             f"no default LoRA targets for model type {model_type!r}; pass them, e.g. --set targets=query,value"
         )
     return list(targets)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from spbench.errors import InputError
 from spbench.methods.base import Method, register_method
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class LST(Method):
         from spbench.methods._ladder import LadderSideModel
 
         if self.gate_temperature <= 0:
-            raise ValueError(f"{self.name}: gate_temperature must be positive, not {self.gate_temperature}")
+            raise InputError(f"{self.name}: gate_temperature must be positive, not {self.gate_temperature}")
         return LadderSideModel(backbone.model, backbone.head, self.side_spec())
 
 
@@ -94,8 +95,8 @@ class KLST(LST):
         import dataclasses
 
         if self.k < 1 or self.k % 2 == 0:
-            raise ValueError(f"klst: k must be odd and positive, not {self.k}")
+            raise InputError(f"klst: k must be odd and positive, not {self.k}")
         if not 0 <= self.window_dropout < 1:
-            raise ValueError(f"klst: window_dropout must be in [0, 1), not {self.window_dropout}")
+            raise InputError(f"klst: window_dropout must be in [0, 1), not {self.window_dropout}")
         return dataclasses.replace(super().side_spec(), k=self.k, window_dropout=self.window_dropout,
                                    pool_all=self.pool_all)

@@ -31,7 +31,8 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from spbench.methods.base import NO_HOOKS, Method, StepHooks, head_module_names, register_method, set_trainable
+from spbench.errors import InputError
+from spbench.methods.base import METHODS, NO_HOOKS, Method, StepHooks, head_module_names, register_method, set_trainable
 
 if TYPE_CHECKING:
     import torch
@@ -147,7 +148,6 @@ class MeZO(Method):
     """
 
     summary = "MeZO: zeroth-order SGD from two forward passes, no backward (inference memory)"
-    objective = "prompt"  # what it works with (the case still says which one runs)
     lr: float = 1e-6
     weight_decay: float = 0.0
     eps: float = 1e-3
@@ -164,20 +164,18 @@ class MeZO(Method):
             heads = tuple(f"{h}." for h in head_module_names(model))
             set_trainable(model, lambda name: name.startswith(heads))
             return model
-        from spbench.methods import get
-
         if self.trainable in ("mezo", "mezo_lst"):
-            raise ValueError(f"mezo: trainable={self.trainable!r} would recurse; use all, lora, head or a method")
-        return get(self.trainable)().prepare(backbone)  # "lora" -> MeZO+LoRA
+            raise InputError(f"mezo: trainable={self.trainable!r} would recurse; use all, lora, head or a method")
+        return METHODS.get(self.trainable)().prepare(backbone)  # "lora" -> MeZO+LoRA
 
     def make_optimizer(self, model: "nn.Module", foreach: bool | None = None) -> "torch.optim.Optimizer":
         from spbench.methods.base import trainable_parameters
 
         params = trainable_parameters(model)
         if not params:
-            raise ValueError(f"method {self.name!r} left no trainable parameter")
+            raise InputError(f"method {self.name!r} left no trainable parameter")
         if self.eps <= 0 or self.chunk_elements < 1:
-            raise ValueError(f"mezo: eps and chunk_elements must be positive ({self.eps}, {self.chunk_elements})")
+            raise InputError(f"mezo: eps and chunk_elements must be positive ({self.eps}, {self.chunk_elements})")
         return mezo_optimizer(params, self.lr, self.weight_decay, self.eps, self.seed, self.chunk_elements)
 
     def train_step(self, model: "nn.Module", batch: dict[str, "torch.Tensor"],

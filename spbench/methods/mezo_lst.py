@@ -8,8 +8,8 @@ the side network only, with the prompt objective or as a sequence classifier (``
 
 What a ``mezo_lst`` benchmark case measures: one step of **stage 2** (an LST step on a
 backbone of the same shape; weights do not change memory or time), with the case's objective.
-Stage 1 is the ``mezo`` case with ``--objective prompt``; :func:`stage_cases` gives both cases,
-and the overall peak of the method is the larger of the two. The accuracy path
+Stage 1 is the ``mezo`` case with ``--objective prompt`` (with ``mezo_lr``, ``mezo_eps`` and
+``mezo_trainable`` as its ``--set``), and the overall peak of the method is the larger of the two. The accuracy path
 (``spbench.train.run_accuracy``) trains both stages through :meth:`MeZOLST.stages`.
 
     spbench estimate --method mezo_lst --backbone roberta-large --batch-size 16
@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 
-from spbench.methods.base import NO_HOOKS, Method, StepHooks, register_method
+from spbench.errors import InputError
+from spbench.methods.base import METHODS, NO_HOOKS, Method, Stage, StepHooks, register_method
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from spbench.backbones import Backbone
-    from spbench.case import Case
     from spbench.objectives import Objective
 
 CHECKPOINT = "stage1.safetensors"
@@ -66,7 +66,7 @@ def load_stage1(name: str, path: str, head: str = "mlm") -> "Backbone":
     result = target.model.base_model.load_state_dict(mlm.model.base_model.state_dict(), strict=False)
     stray = [k for k in result.missing_keys if not k.startswith("pooler.")] + list(result.unexpected_keys)
     if stray:
-        raise ValueError(f"stage-1 checkpoint does not fit {name} ({head}): {stray[:5]}")
+        raise InputError(f"stage-1 checkpoint does not fit {name} ({head}): {stray[:5]}")
     return target
 
 
@@ -93,14 +93,10 @@ class MeZOLST(Method):
     checkpoint_dir: str = ""
 
     def stage1_method(self) -> Method:
-        from spbench.methods import get
-
-        return get("mezo")(lr=self.mezo_lr, eps=self.mezo_eps, trainable=self.mezo_trainable)
+        return METHODS.get("mezo")(lr=self.mezo_lr, eps=self.mezo_eps, trainable=self.mezo_trainable)
 
     def stage2_method(self) -> Method:
-        from spbench.methods import get
-
-        return get("lst")(lr=self.lr, weight_decay=self.weight_decay, r=self.r)
+        return METHODS.get("lst")(lr=self.lr, weight_decay=self.weight_decay, r=self.r)
 
     # The benchmark step is stage 2's.
     def prepare(self, backbone: "Backbone") -> "nn.Module":
@@ -114,38 +110,23 @@ class MeZOLST(Method):
                    hooks: StepHooks = NO_HOOKS) -> "torch.Tensor":
         return self.stage2_method().train_step(model, batch, optimizer, objective, hooks)
 
-    def stages(self, backbone: "Backbone") -> Iterator[Any]:
-        """The accuracy path's stages (``spbench.train.Stage``), yielded lazily: stage 1 on a
-        fresh masked-LM copy of ``backbone``; once it is trained, its checkpoint is saved and
-        stage 2 is built on the reloaded weights."""
+    def stages(self, backbone: "Backbone", model: "nn.Module", objective: str) -> Iterator[Stage]:
+        """The accuracy path's stages, yielded lazily: stage 1 on a fresh masked-LM copy of
+        ``backbone``; once it is trained, its checkpoint is saved and stage 2 is built on the
+        reloaded weights (``model``, stage 2 prepared on the untuned backbone, is not used)."""
         import tempfile
 
         from spbench import backbones, objectives
-        from spbench.train import Stage
 
         if not 0 < self.mezo_share < 1:
-            raise ValueError(f"mezo_lst: mezo_share must be in (0, 1), not {self.mezo_share}")
+            raise InputError(f"mezo_lst: mezo_share must be in (0, 1), not {self.mezo_share}")
         first = self.stage1_method()
         mlm = backbones.load(backbone.name, head="mlm")
-        model = first.prepare(mlm)
-        yield Stage(first, model, "prompt", share=self.mezo_share)
+        tuning = first.prepare(mlm)
+        yield Stage(first, tuning, "prompt", share=self.mezo_share)
         folder = self.checkpoint_dir or tempfile.mkdtemp(prefix="spbench-mezo-lst-")
-        path = save_stage1(model, folder)
-        del model, mlm
+        path = save_stage1(tuning, folder)
+        del tuning, mlm
         second = self.stage2_method()
         tuned = load_stage1(backbone.name, path, head=objectives.get(self.stage2).head)
         yield Stage(second, second.prepare(tuned), self.stage2, share=1 - self.mezo_share)
-
-
-def stage_cases(case: "Case") -> list["Case"]:
-    """The two benchmark cases a ``mezo_lst`` case stands for: stage 1 as ``mezo`` with the
-    prompt objective, stage 2 as the case itself (its step is LST's)."""
-    import dataclasses
-
-    from spbench.methods import get
-
-    method = get(case.method).from_overrides(dict(case.overrides))
-    if not isinstance(method, MeZOLST):
-        raise ValueError(f"stage_cases wants a mezo_lst case, not {case.method!r}")
-    first = (("lr", repr(method.mezo_lr)), ("eps", repr(method.mezo_eps)), ("trainable", method.mezo_trainable))
-    return [dataclasses.replace(case, method="mezo", objective="prompt", overrides=first), case]

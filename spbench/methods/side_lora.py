@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from spbench.errors import InputError
 from spbench.methods.base import register_method
 from spbench.methods.lora import LoRA
 
@@ -50,7 +51,7 @@ class SideLoRA(LoRA):
 
     def prepare(self, backbone: "Backbone") -> "nn.Module":
         if self.scope not in ("all", "targets"):
-            raise ValueError(f"side_lora scope must be 'all' or 'targets', not {self.scope!r}")
+            raise InputError(f"side_lora scope must be 'all' or 'targets', not {self.scope!r}")
         model = super().prepare(backbone)
         for _, linear in frozen_linears(model, self.scope):
             linear.register_forward_pre_hook(_detach_input)

@@ -1,5 +1,6 @@
 """What ``spbench report`` and ``spbench check`` are made of.
 
+    command.py   the ``spbench report`` command: arguments, views, output
     results.py   pytest-benchmark JSON -> validated records -> one row per case, grouped
     tables.py    overview / --compare / --baseline tables as format-neutral cells
     render.py    Markdown (GitHub), LaTeX (booktabs), terminal (rich), CSV

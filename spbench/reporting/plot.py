@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from spbench.cli import CliError
+from spbench.errors import InputError
 from spbench.reporting.results import Row, groups, write_atomic
 from spbench.reporting.tables import scale_for
 from spbench.result import METRICS
@@ -43,7 +43,7 @@ def plot(rows: list[Row], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise CliError("--plot needs matplotlib: pip install 'spbench[plot]'") from None
+        raise InputError("--plot needs matplotlib: pip install 'spbench[plot]'") from None
     y_key = "sst2_accuracy" if any("sst2_accuracy" in r.metrics for r in rows) else "step_time_s"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.2]})
     _scatter(ax1, rows, y_key)

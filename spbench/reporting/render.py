@@ -15,7 +15,7 @@ from typing import Any
 
 from spbench.reporting.results import Row
 from spbench.reporting.tables import BOLD_OFF, BOLD_ON, DELTA, DOWN, NONE, TIMES, UP, Report
-from spbench.result import METRICS
+from spbench.result import CASE_FIELDS, METRICS
 
 _MARKDOWN = {BOLD_ON: "**", BOLD_OFF: "**", UP: "↑", DOWN: "↓", TIMES: "×", DELTA: "Δ", NONE: "—"}
 _LATEX = {BOLD_ON: r"\textbf{", BOLD_OFF: "}", UP: r"$\uparrow$", DOWN: r"$\downarrow$",
@@ -127,15 +127,15 @@ def terminal_text(report: Report, width: int = 200) -> str:
 def csv_rows(rows: list[Row], baseline_rows: dict[tuple[Any, ...], Row] | None = None) -> str:
     """One line per case and device, raw values in the units of METRICS (bytes, s, flops)."""
     keys = [k for k in METRICS if any(k in r.metrics for r in rows)]
-    ident = ["method", "label", "method_config", "backbone", "objective", "batch_size", "seq_len", "dtype",
-             "device", "case_id", "status", "reason"]
+    fields = [k for k in CASE_FIELDS if k != "method"]
+    ident = ["method", "label", "method_config", *fields, "device", "case_id", "status", "reason"]
     extra = [f"{k}_of_baseline" for k in keys] if baseline_rows is not None else []
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(ident + keys + extra)
     for r in rows:
-        line: list[Any] = [r.method, r.label, json.dumps(r.method_config, sort_keys=True), r.backbone, r.objective,
-                           r.batch_size, r.seq_len, r.dtype, r.device or "", r.case_id, r.status_text,
+        line: list[Any] = [r.method, r.label, json.dumps(r.method_config, sort_keys=True),
+                           *(getattr(r.case, k) for k in fields), r.device or "", r.case_id, r.status_text,
                            "; ".join(f"{d}: {why}" for d, why in sorted(r.reasons.items()))]
         line += [r.metrics.get(k, "") for k in keys]
         if baseline_rows is not None:

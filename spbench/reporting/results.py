@@ -1,6 +1,6 @@
 """pytest-benchmark JSON -> validated records -> one row per case, grouped for tables.
 
-A benchmark run writes two records per case: ``test_memory`` (device "predicted-cuda": the
+A benchmark run writes two records per case: ``test_memory`` (device ``PREDICTED``: the
 deterministic predicted figures) and ``test_step`` (device "cpu"/"cuda": measured peak and
 step time); accuracy cases add a third. :func:`merge_rows` joins the records of one case
 into one row *per measured device*, so a CPU and a CUDA measurement never share a column.
@@ -9,6 +9,7 @@ Records of different ``schema_version``s are refused, never merged (STYLE rule 7
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -16,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from spbench.cli import CliError
-from spbench.result import METRICS, Result
+from spbench.case import Case
+from spbench.errors import InputError
+from spbench.result import CASE_FIELDS, METRICS, PREDICTED, Result
 
-PREDICTED = "predicted-cuda"  # the device test_memory records carry
 _REQUIRED = ("method", "backbone", "batch_size", "seq_len", "device", "schema_version")
 
 
@@ -39,9 +40,15 @@ class Record:
 
     source: str
     name: str
-    case_id: str
-    schema_version: int
     result: Result
+
+    @property
+    def case_id(self) -> str:
+        return self.result.case_id
+
+    @property
+    def schema_version(self) -> int:
+        return self.result.schema_version
 
 
 def _describe_machine(info: dict[str, Any]) -> str:
@@ -58,23 +65,23 @@ def _describe_machine(info: dict[str, Any]) -> str:
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed document of a pytest-benchmark JSON, or a :class:`CliError` saying what is wrong."""
+    """The parsed document of a pytest-benchmark JSON, or a :class:`InputError` saying what is wrong."""
     p = Path(path)
     if not p.is_file():
-        raise CliError(f"{p}: no such file")
+        raise InputError(f"{p}: no such file")
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise CliError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise InputError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     except UnicodeDecodeError:
-        raise CliError(f"{p}: not a text file (expected pytest-benchmark JSON)") from None
+        raise InputError(f"{p}: not a text file (expected pytest-benchmark JSON)") from None
     except OSError as exc:
-        raise CliError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-        raise CliError(f"{p}: not a pytest-benchmark JSON (no 'benchmarks' list); "
+        raise InputError(f"{p}: not a pytest-benchmark JSON (no 'benchmarks' list); "
                        f"write one with: pytest benchmarks/ --benchmark-json={p.name}")
     if not doc["benchmarks"]:
-        raise CliError(f"{p}: the benchmark list is empty (no case ran or every case was deselected)")
+        raise InputError(f"{p}: the benchmark list is empty (no case ran or every case was deselected)")
     return doc
 
 
@@ -85,17 +92,16 @@ def records_of(doc: dict[str, Any], source: str) -> list[Record]:
         info = bench.get("extra_info") if isinstance(bench, dict) else None
         missing = [k for k in _REQUIRED if not isinstance(info, dict) or k not in info]
         if missing:
-            raise CliError(f"{source}: benchmark {name!r} carries no spbench result "
+            raise InputError(f"{source}: benchmark {name!r} carries no spbench result "
                            f"(extra_info lacks {', '.join(missing)}); is this a run of benchmarks/?")
         for key in METRICS.keys() & info.keys():
             if not isinstance(info[key], (int, float)) or isinstance(info[key], bool):
-                raise CliError(f"{source}: benchmark {name!r}: {key} is {info[key]!r}, not a number")
+                raise InputError(f"{source}: benchmark {name!r}: {key} is {info[key]!r}, not a number")
         try:
-            result = Result.from_extra_info(info)
+            result = Result.from_extra_info(info, name)
         except (TypeError, ValueError) as exc:
-            raise CliError(f"{source}: benchmark {name!r}: {exc}") from None
-        case_id = str(info.get("case_id") or name)
-        out.append(Record(source, name, case_id, int(info["schema_version"]), result))
+            raise InputError(f"{source}: benchmark {name!r}: {exc}") from None
+        out.append(Record(source, name, result))
     return out
 
 
@@ -120,7 +126,7 @@ def schema_version(records: list[Record]) -> int:
         versions.setdefault(r.schema_version, set()).add(r.source)
     if len(versions) > 1:
         listing = "; ".join(f"schema_version {v} in {', '.join(sorted(s))}" for v, s in sorted(versions.items()))
-        raise CliError(f"refusing to merge results measured by different code ({listing}); "
+        raise InputError(f"refusing to merge results measured by different code ({listing}); "
                        "re-run the older cases or report them separately")
     return next(iter(versions))
 
@@ -129,20 +135,23 @@ def schema_version(records: list[Record]) -> int:
 class Row:
     """One case on one measured device (``device`` None: predicted figures only)."""
 
-    method: str
+    case: Case
     method_config: dict[str, Any]
-    backbone: str
-    objective: str
-    batch_size: int
-    seq_len: int
-    dtype: str
     device: str | None
     case_id: str
     metrics: dict[str, float] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)  # record device -> "ok" | "oom" | "failed"
     reasons: dict[str, str] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] | None = None
+    stages: list[dict[str, Any]] | None = None
+    best_step: int | None = None
     label: str = ""
+
+    def __getattr__(self, name: str) -> Any:  # row.method, row.backbone, ...: the case's fields
+        if name in CASE_FIELDS:
+            return getattr(self.case, name)
+        raise AttributeError(name)
 
     @property
     def ok(self) -> bool:
@@ -156,11 +165,16 @@ class Row:
 
     @property
     def group(self) -> tuple[Any, ...]:
-        return (self.backbone, self.batch_size, self.seq_len, self.dtype, self.objective, self.device or "")
+        """What one table shares: every identity field but the method, and the measured device."""
+        return (*(_key(getattr(self.case, k)) for k in CASE_FIELDS if k != "method"), self.device or "")
 
 
 def _kind(device: str) -> str:
     return "predicted" if device == PREDICTED else f"measured ({device})"
+
+
+def _key(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else json.dumps(value, sort_keys=True)
 
 
 def _config_key(config: dict[str, Any]) -> str:
@@ -168,26 +182,29 @@ def _config_key(config: dict[str, Any]) -> str:
 
 
 def _is_training_run(rec: Record) -> bool:
-    return any(k in (rec.result.metrics or {}) for k in ("sst2_accuracy", "train_steps"))
+    return any(k in rec.result.metrics for k in ("sst2_accuracy", "train_steps"))
 
 
 def _merge_into(row: Row, rec: Record) -> None:
     res = rec.result
-    for key, value in (res.metrics or {}).items():
+    for key, value in res.metrics.items():
         if key in row.metrics and row.metrics[key] != value and _is_training_run(rec):
             # An SST-2 run measures its peak at its own (dynamically padded) shapes: the
             # benchmark step keeps the column, the run's figure is shown as a note.
             row.notes[f"{key} in the SST-2 training run"] = value
             continue
         if key in row.metrics and row.metrics[key] != value:
-            raise CliError(f"case {rec.case_id} has two values of {key} on {res.device} "
-                           f"({row.metrics[key]} and {value}, the latter in {rec.source}); "
-                           "report one run per case, or the runs in separate reports")
+            raise InputError(f"case {rec.case_id} has two values of {key} on {res.device} "
+                             f"({row.metrics[key]} and {value}, the latter in {rec.source}); "
+                             "report one run per case, or the runs in separate reports")
         row.metrics[key] = value
     row.status[res.device] = res.status
     if res.reason:
         row.reasons[res.device] = res.reason
-    row.notes.update({k: v for k, v in (res.notes or {}).items() if k != "case_id"})
+    row.notes.update(res.notes)
+    for key in ("train_config", "stages", "best_step"):
+        if getattr(res, key) is not None:
+            setattr(row, key, getattr(res, key))
 
 
 def merge_rows(records: list[Record]) -> list[Row]:
@@ -195,16 +212,14 @@ def merge_rows(records: list[Record]) -> list[Row]:
     cases: dict[tuple[Any, ...], dict[str, list[Record]]] = {}
     for rec in records:
         r = rec.result
-        key = (r.method, _config_key(r.method_config), r.backbone, r.objective, r.batch_size, r.seq_len, r.dtype)
+        key = (*(_key(getattr(r.case, k)) for k in CASE_FIELDS), _config_key(r.method_config))
         cases.setdefault(key, {}).setdefault(r.device, []).append(rec)
     rows = []
-    for key, by_device in cases.items():
+    for by_device in cases.values():
         predicted = by_device.pop(PREDICTED, [])
         for device in sorted(by_device) or [None]:
-            first = (predicted or by_device[device])[0]
-            r = first.result
-            row = Row(r.method, r.method_config, r.backbone, r.objective, r.batch_size, r.seq_len, r.dtype,
-                      device, first.case_id)
+            first = (predicted or by_device[device])[0].result
+            row = Row(first.case, first.method_config, device, first.case_id)
             measured = sorted(by_device[device] if device else [], key=_is_training_run)
             for rec in predicted + measured:
                 _merge_into(row, rec)
@@ -241,9 +256,15 @@ def groups(rows: list[Row]) -> list[tuple[str, list[Row]]]:
 
 
 def group_title(row: Row) -> str:
-    parts = [row.backbone, f"batch {row.batch_size} x seq {row.seq_len}", row.dtype]
-    if row.objective != "classification":
-        parts.append(f"{row.objective} objective")
+    """backbone, shape, dtype, a non-default objective, any other non-default Case field, device."""
+    case = row.case
+    parts = [case.backbone, f"batch {case.batch_size} x seq {case.seq_len}", case.dtype]
+    if case.objective != "classification":
+        parts.append(f"{case.objective} objective")
+    shown = {"method", "backbone", "batch_size", "seq_len", "dtype", "objective"}
+    defaults = {f.name: f.default for f in dataclasses.fields(Case)}
+    parts += [f"{k}={getattr(case, k)}" for k in CASE_FIELDS
+              if k not in shown and getattr(case, k) != defaults[k]]
     parts.append(f"measured on {row.device}" if row.device else "predicted only")
     return ", ".join(parts)
 
@@ -257,13 +278,13 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
             with open(target, "wb") as fh:
                 fh.write(payload)
         except OSError as exc:
-            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+            raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
         return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
-        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -274,5 +295,5 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+            raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise

@@ -13,9 +13,9 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from spbench.cli import CliError
-from spbench.reporting.results import PREDICTED, Row, Source, groups
-from spbench.result import METRICS, Metric
+from spbench.errors import InputError
+from spbench.reporting.results import Row, Source, groups
+from spbench.result import METRICS, PREDICTED, Metric
 
 # Markers (Unicode private use area): renderers replace them.
 BOLD_ON, BOLD_OFF, UP, DOWN, TIMES, DELTA, NONE = (chr(0xE000 + i) for i in range(7))
@@ -87,13 +87,15 @@ def header(metric: Metric, scale: Scale) -> str:
     unit = f" [{scale.unit}]" if scale.unit else ""
     # The breakdown labels ("params", "grads") would read as counts next to "parameters".
     label = f"at peak: {metric.label}" if metric.key.startswith("mem_") else metric.label
+    if metric.higher_is_better is None:
+        return f"{label}{unit}"
     return f"{label}{unit} {UP if metric.higher_is_better else DOWN}"
 
 
 def best_of(metric: Metric, values: list[float | None]) -> set[int]:
     """Indices holding the best value; none when fewer than two values or all are equal."""
     present = [v for v in values if v is not None]
-    if len(present) < 2 or len(set(present)) == 1:
+    if metric.higher_is_better is None or len(present) < 2 or len(set(present)) == 1:
         return set()
     best = max(present) if metric.higher_is_better else min(present)
     return {i for i, v in enumerate(values) if v == best}
@@ -113,7 +115,35 @@ def _notes(rows: list[Row]) -> list[str]:
                 out.append(f"{row.label}: {status} ({kind}): {reason}")
         for key, value in sorted(row.notes.items()):
             out.append(f"{row.label}: {key} = {value}")
+    return out + _training_notes(rows)
+
+
+def _training_notes(rows: list[Row]) -> list[str]:
+    """Training configuration once per table (per distinct configuration), the restored
+    checkpoints, and each multi-stage run's stages with their own figures."""
+    out = []
+    configs: dict[str, list[str]] = {}
+    for row in rows:
+        if row.train_config:
+            text = ", ".join(f"{k}={'none' if v is None else v}" for k, v in row.train_config.items())
+            configs.setdefault(text, []).append(row.label)
+    for text, labels in configs.items():
+        who = "" if len(labels) == len(rows) else f" of {', '.join(labels)}"
+        out.append(f"training{who}: {text}")
+    best = [f"{row.label} at step {row.best_step}" for row in rows if row.best_step is not None]
+    if best:
+        out.append("best checkpoint (by dev accuracy) restored: " + ", ".join(best))
+    for row in rows:
+        for i, stage in enumerate(row.stages or (), 1):
+            figures = ", ".join(f"{METRICS[k].label} {_with_unit(METRICS[k], v)}"
+                                for k, v in stage.items() if k in METRICS)
+            out.append(f"{row.label} stage {i}: {stage.get('method')} ({stage.get('objective')}): {figures}")
     return out
+
+
+def _with_unit(metric: Metric, value: float) -> str:
+    scale = scale_for(metric, [value])
+    return f"{fmt(value, scale)} {scale.unit}".rstrip()
 
 
 def overview_table(title: str, rows: list[Row], baseline: str | None = None) -> Table:
@@ -153,7 +183,7 @@ def _find(rows: list[Row], name: str) -> Row | None:
         return exact[0]
     by_method = [r for r in rows if r.method == name]
     if len(by_method) > 1:
-        raise CliError(f"{name!r} has several configurations here ({', '.join(r.label for r in by_method)}); "
+        raise InputError(f"{name!r} has several configurations here ({', '.join(r.label for r in by_method)}); "
                        "name one by its label in quotes")
     return by_method[0] if by_method else None
 
@@ -170,7 +200,7 @@ def _known(rows: list[Row], name: str) -> None:
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise CliError(f"no results for method {name!r}.{hint} In these files: {', '.join(names)}")
+        raise InputError(f"no results for method {name!r}.{hint} In these files: {', '.join(names)}")
 
 
 def compare_table(title: str, a: Row, b: Row) -> Table:
@@ -222,7 +252,7 @@ def compare_pairs(rows: list[Row], a: str, b: str) -> list[tuple[str, Row, Row]]
         if ra is not None and rb is not None:
             pairs.append((title, ra, rb))
     if not pairs:
-        raise CliError(f"no table has both {a} and {b} for the same backbone, shape, dtype and device")
+        raise InputError(f"no table has both {a} and {b} for the same backbone, shape, dtype and device")
     return pairs
 
 

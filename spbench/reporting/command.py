@@ -16,6 +16,8 @@ import argparse
 import sys
 from typing import Any
 
+from spbench.errors import InputError
+
 FORMATS = ("markdown", "latex", "terminal", "csv")
 
 
@@ -33,15 +35,20 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def report_args(files: list[str], **options: Any) -> argparse.Namespace:
+    """The arguments of ``spbench report FILES`` with ``options`` (for callers in Python)."""
+    defaults: dict[str, Any] = {"format": "markdown", "output": None, "compare": None, "baseline": None, "plot": None}
+    return argparse.Namespace(files=files, **{**defaults, **options})
+
+
 def render(args: argparse.Namespace) -> str:
     """The report text for ``args`` ("" for the terminal format printed straight to stdout)."""
-    from spbench.cli import CliError
     from spbench.reporting import render as r
     from spbench.reporting import tables
     from spbench.reporting.results import load, merge_rows
 
     if args.compare and args.baseline:
-        raise CliError("--compare and --baseline are separate views; pass one of them")
+        raise InputError("--compare and --baseline are separate views; pass one of them")
     sources, records = load(args.files)
     rows = merge_rows(records)
     if args.plot:

@@ -1,14 +1,7 @@
-"""How logits and the loss are made from a batch.
-
-"classification": the model's sequence-classification head on the pooled first token;
-loss = cross-entropy over the classes. (The "prompt" objective, MeZO style, registers here
-too.) An objective also makes the synthetic batches of memory / speed cases, since what a
-batch holds depends on it.
-"""
+"""The Objective contract and its registry (objectives register here by being imported)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from spbench.registry import Registry
@@ -54,29 +47,3 @@ def model_inputs(batch: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
 
 def output_logits(out: Any) -> "torch.Tensor":
     return out.logits if hasattr(out, "logits") else out
-
-
-@dataclass
-class Classification(Objective):
-    name = "classification"
-    head = "classification"
-
-    def logits(self, model: "nn.Module", batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
-        return output_logits(model(**model_inputs(batch)))
-
-
-OBJECTIVES.register("classification")(Classification())
-
-
-def get(name: str) -> Objective:
-    if name == "prompt" and "prompt" not in OBJECTIVES:
-        import importlib
-
-        importlib.import_module("spbench.prompt")  # registers itself when present
-    return OBJECTIVES.get(name)
-
-
-def names() -> list[str]:
-    """Every objective, the lazily registered "prompt" included."""
-    get("prompt")
-    return OBJECTIVES.names()
