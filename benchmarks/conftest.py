@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from spbench.case import Case
+from spbench.case import WEIGHT_DTYPES, Case
 from spbench.errors import InputError
 from spbench.overrides import parse_overrides
 
@@ -33,7 +33,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"comma-separated (default: memory {DEFAULT_MEMORY_BACKBONES}; step {DEFAULT_STEP_BACKBONES})")
     group.addoption("--shapes", default=DEFAULT_SHAPES, help="BATCHxSEQ list, e.g. 16x128,32x256")
     group.addoption("--device", default="cpu", help="cpu | cuda | cuda:N (step cases)")
-    group.addoption("--dtypes", default="float32", help="float32,bfloat16 (autocast)")
+    group.addoption("--dtypes", default="float32",
+                    help="float32,bfloat16 (autocast),bf16-weights (half weights: methods where sound)")
+    group.addoption("--grad-checkpointing", default="off",
+                    help="off,on: activation checkpointing (on: methods whose backward goes through the backbone)")
     group.addoption("--objective", default="classification", help="classification | prompt")
     group.addoption("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="method hyperparameter for every method that has it")
@@ -78,6 +81,7 @@ def cases_from_options(config: pytest.Config, kind: str) -> list[Case]:
             methods.get(name)
     except InputError as exc:
         raise pytest.UsageError(str(exc)) from None
+    checkpointing = _switches(config.getoption("--grad-checkpointing"))
     cases = []
     # Backbone and shape outermost, in the order given: a budgeted run (--deadline) then cuts
     # the largest cases, not whole methods.
@@ -85,12 +89,24 @@ def cases_from_options(config: pytest.Config, kind: str) -> list[Case]:
         for batch, seq in _shapes(config.getoption("--shapes")):
             for dtype in _list(config.getoption("--dtypes")):
                 for name in method_names:
-                    fields = {f.name for f in dataclasses.fields(methods.get(name))}
+                    cls = methods.get(name)
+                    fields = {f.name for f in dataclasses.fields(cls)}
                     own = tuple((k, v) for k, v in overrides if k in fields)
-                    cases.append(Case(name, backbone, batch, seq, objective=config.getoption("--objective"),
-                                      device=config.getoption("--device") if kind == "step" else "cpu",
-                                      dtype=dtype, overrides=own))
+                    if dtype in WEIGHT_DTYPES and not cls.supports_half_weights:
+                        continue  # a lever only where it applies (the matrix is a product)
+                    for gc in checkpointing if cls.supports_grad_checkpointing else [False]:
+                        cases.append(Case(name, backbone, batch, seq, objective=config.getoption("--objective"),
+                                          device=config.getoption("--device") if kind == "step" else "cpu",
+                                          dtype=dtype, grad_checkpointing=gc, overrides=own))
     return cases
+
+
+def _switches(text: str) -> list[bool]:
+    values = {"off": False, "on": True}
+    items = _list(text)
+    if not items or any(v not in values for v in items):
+        raise pytest.UsageError(f"--grad-checkpointing wants off, on or off,on, got {text!r}")
+    return list(dict.fromkeys(values[v] for v in items))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     from spbench.methods.base import Method
     from spbench.objectives import Objective
 
-# float32, or autocast of the forward to a half type (the weights stay float32).
-DTYPES = ("float32", "bfloat16", "float16")
+# float32; autocast of the forward to a half type (the weights stay float32); or the weights
+# themselves in a half type, no autocast (only where a method declares it sound).
+AUTOCAST_DTYPES = ("bfloat16", "float16")
+WEIGHT_DTYPES = {"bf16-weights": "bfloat16", "fp16-weights": "float16"}
+DTYPES = ("float32", *AUTOCAST_DTYPES, *WEIGHT_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class Case:
     seq_len: int = 128
     objective: str = "classification"
     device: str = "cpu"
-    dtype: str = "float32"  # "bfloat16": autocast of the forward, weights stay float32
+    dtype: str = "float32"  # "bfloat16": autocast of the forward; "bf16-weights": half weights
+    grad_checkpointing: bool = False  # activation checkpointing of the backbone's layers
     overrides: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -54,11 +58,24 @@ class Case:
             parts.append(self.objective)
         if self.dtype != "float32":
             parts.append({"bfloat16": "bf16", "float16": "fp16"}.get(self.dtype, self.dtype))
-        shown = {"method", "backbone", "batch_size", "seq_len", "objective", "dtype", "device", "overrides"}
+        if self.grad_checkpointing:
+            parts.append("gc")
+        shown = {"method", "backbone", "batch_size", "seq_len", "objective", "dtype", "grad_checkpointing",
+                 "device", "overrides"}
         parts += [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
                   if f.name not in shown and getattr(self, f.name) != f.default]
         parts += [f"{k}={v}" for k, v in self.overrides]
         return "-".join(parts)
+
+    @property
+    def autocast_dtype(self) -> str | None:
+        """The torch dtype name the forward autocasts to, or None."""
+        return self.dtype if self.dtype in AUTOCAST_DTYPES else None
+
+    @property
+    def weights_dtype(self) -> str | None:
+        """The torch dtype name the weights are cast to (``*-weights``), or None."""
+        return WEIGHT_DTYPES.get(self.dtype)
 
     def method_config(self) -> dict[str, Any]:
         """The method's hyperparameters with the overrides applied (``method_config`` in results)."""
@@ -76,7 +93,14 @@ class Case:
             raise InputError(f"impossible shape: batch size {self.batch_size}, sequence length {self.seq_len}")
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
-        methods.get(self.method).from_overrides(dict(self.overrides))
+        cls = methods.get(self.method)
+        if self.grad_checkpointing and not cls.supports_grad_checkpointing:
+            raise InputError(f"gradient checkpointing does not apply to {self.method}: its backward does not "
+                             "go through the backbone's layers (it has no backward there, or none at all)")
+        if self.weights_dtype and not cls.supports_half_weights:
+            raise InputError(f"{self.dtype} is not sound for {self.method}: it would train half-precision "
+                             "weights with a backprop optimizer; use --dtype bfloat16 (autocast) instead")
+        cls.from_overrides(dict(self.overrides))
 
 
 @dataclass
@@ -110,6 +134,12 @@ def build(case: Case, keep_backbone_copy: bool = False,
     # backbone's device.
     with torch.device(case.device if on_device else "cpu"):
         model = method.prepare(bb)
+    if case.grad_checkpointing:
+        method.enable_grad_checkpointing(model)
+    if case.weights_dtype:
+        method.to_half_weights(model, getattr(torch, case.weights_dtype))
+        if plain is not None:  # the floor: inference with the same half-precision weights
+            plain.to(getattr(torch, case.weights_dtype))
     model.train()
     notes = dict(objective.notes(bb))
     return Built(case, method, objective, bb, model, batch, notes), plain

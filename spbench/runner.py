@@ -43,7 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbones", default="", help="comma-separated backbones (default: per case kind)")
     p.add_argument("--shapes", default="", help="BATCHxSEQ list (default: 16x128)")
     p.add_argument("--device", default="cpu", help="device of the measured step cases")
-    p.add_argument("--dtypes", default="", help="float32,bfloat16")
+    p.add_argument("--dtypes", default="", help="float32,bfloat16 (autocast),bf16-weights (half weights)")
+    p.add_argument("--grad-checkpointing", default="", metavar="off,on",
+                   help="activation checkpointing: off (default), on, or off,on (both, where it applies)")
     p.add_argument("--objective", default="", help="classification (default) | prompt")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method hyperparameter")
     p.add_argument("--memory-only", action="store_true", help="predicted figures only (fast, deterministic)")
@@ -66,10 +68,10 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path) -> li
         targets = [str(bench / "test_memory.py"), str(bench / "test_step.py")]
     cmd = [sys.executable, "-m", "pytest", *targets, f"--benchmark-json={json_path}",
            "-p", "no:cacheprovider", "-q", "--benchmark-columns=median", "-W", "ignore"]
-    for option in ("methods", "backbones", "shapes", "dtypes", "objective"):
+    for option in ("methods", "backbones", "shapes", "dtypes", "objective", "grad_checkpointing"):
         value = getattr(args, option)
         if value:
-            cmd.append(f"--{option}={value}")
+            cmd.append(f"--{option.replace('_', '-')}={value}")
     if args.device != "cpu":
         cmd.append(f"--device={args.device}")
     for item in args.set:

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from spbench.errors import InputError
 from spbench.methods.base import Method, head_module_names, register_method
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class IA3(Method):
         model = backbone.model
         model_type = model.config.model_type
         if model_type not in TARGETS:
-            raise ValueError(f"ia3 has no target table for model type {model_type!r} "
+            raise InputError(f"ia3 has no target table for model type {model_type!r} "
                              f"(known: {', '.join(sorted(TARGETS))})")
         targets, feedforward = TARGETS[model_type]
         heads = head_module_names(model) if backbone.head == "classification" else None

@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from spbench.errors import InputError
 from spbench.methods.base import Method, head_module_names, register_method, set_trainable
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def self_attentions(model: "nn.Module") -> list["nn.Module"]:
     """The modules that call the attention function (BertSelfAttention, DistilBertSelfAttention, ...)."""
     found = [m for m in model.modules() if type(m).__name__.endswith("SelfAttention")]
     if not found:
-        raise ValueError(f"prefix: no self-attention module found in {type(model).__name__}")
+        raise InputError(f"prefix: no self-attention module found in {type(model).__name__}")
     return found
 
 
@@ -108,7 +109,7 @@ def _real_activations(encoder: "nn.Module", attentions: list["nn.Module"], model
     import torch
 
     if model_type not in _KV_NAMES:
-        raise ValueError(f"prefix init='real' knows no key/value projections of model type {model_type!r}; "
+        raise InputError(f"prefix init='real' knows no key/value projections of model type {model_type!r}; "
                          "use --set init=random")
     names = _KV_NAMES[model_type]
     captured: dict[tuple[int, str], torch.Tensor] = {}
@@ -149,7 +150,7 @@ class Prefix(Method):
         from torch import nn
 
         if self.num_prefix < 1:
-            raise ValueError(f"prefix num_prefix must be >= 1, not {self.num_prefix}")
+            raise InputError(f"prefix num_prefix must be >= 1, not {self.num_prefix}")
         model = backbone.model
         encoder = model.base_model
         attentions = self_attentions(encoder)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from spbench.errors import InputError
 from spbench.methods.base import Method, head_module_names, register_method
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def check_positions(model: "nn.Module", added: int) -> Any:
     def hook(module: "nn.Module", args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if max_pos is not None and ids is not None and ids.shape[1] + added > max_pos - offset:
-            raise ValueError(f"sequence length {ids.shape[1]} + {added} prompt tokens exceeds the "
+            raise InputError(f"sequence length {ids.shape[1]} + {added} prompt tokens exceeds the "
                              f"backbone's {max_pos - offset} positions")
 
     return hook
@@ -87,7 +88,7 @@ class PromptTuning(Method):
         from peft import PromptTuningConfig, TaskType, get_peft_model
 
         if backbone.head != "classification":
-            raise ValueError("prompt_tuning works with the classification objective only (the prompt "
+            raise InputError("prompt_tuning works with the classification objective only (the prompt "
                              "objective reads the encoder's hidden states and would bypass the soft prompt)")
         model = backbone.model
         config = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=self.num_virtual_tokens,
