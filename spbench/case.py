@@ -77,6 +77,16 @@ class Case:
         """The torch dtype name the weights are cast to (``*-weights``), or None."""
         return WEIGHT_DTYPES.get(self.dtype)
 
+    @property
+    def levers(self) -> tuple[str, ...]:
+        """The levers this case pulls, as a report labels them beside the method (``full_ft+gc``)."""
+        return (*(("gc",) if self.grad_checkpointing else ()), *((self.dtype,) if self.weights_dtype else ()))
+
+    def without_levers(self) -> "Case":
+        """The same case without its levers: the row a lever is compared against."""
+        return dataclasses.replace(self, grad_checkpointing=False,
+                                   dtype="float32" if self.weights_dtype else self.dtype)
+
     def method_config(self) -> dict[str, Any]:
         """The method's hyperparameters with the overrides applied (``method_config`` in results)."""
         from spbench import methods
