@@ -3,6 +3,10 @@
 A case that fails (or runs out of memory) is recorded with ``status`` and ``reason`` in its
 ``extra_info`` and then reported to pytest as failed (an OOM as skipped), so the JSON keeps
 the data point and the rest of the matrix runs on.
+
+pytest-benchmark leaves out of its JSON every benchmark whose ``pedantic`` target (or setup)
+raised, so :func:`pedantic` catches inside the target, lets the fixture finish, and raises
+the failure after; :func:`guarded` then records it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,36 @@ from spbench.result import Result
 def record(benchmark: Any, result: Result) -> None:
     """Store ``result`` as the benchmark's extra_info."""
     benchmark.extra_info.update(result.to_extra_info())
+
+
+def pedantic(benchmark: Any, target: Callable[..., Any], setup: Callable[[], Any] | None = None,
+             **options: Any) -> Any:
+    """``benchmark.pedantic(target, setup=setup, **options)``, but a failure of ``target`` or
+    ``setup`` is raised only after pytest-benchmark has finished (so it keeps the entry);
+    rounds after a failure do nothing."""
+    failures: list[BaseException] = []
+
+    def safe_setup() -> Any:
+        if not failures:
+            try:
+                return setup() if setup is not None else None
+            except Exception as exc:
+                failures.append(exc)
+        return None
+
+    def safe_target(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            return None
+        try:
+            return target(*args, **kwargs)
+        except Exception as exc:
+            failures.append(exc)
+            return None
+
+    out = benchmark.pedantic(safe_target, setup=safe_setup if setup is not None else None, **options)
+    if failures:
+        raise failures[0]
+    return out
 
 
 def record_failure(benchmark: Any, case: Case, device: str, exc: BaseException) -> None:

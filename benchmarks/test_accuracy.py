@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from record import guarded, record
+from record import guarded, pedantic, record
 
 from spbench.case import Case
 
@@ -48,7 +48,7 @@ def test_accuracy(benchmark: Any, accuracy_case: Case, request: Any) -> None:
                 case, budget, config.getoption("--sst2-dir"), seed=config.getoption("--seed"),
                 eval_every=config.getoption("--eval-every"))
 
-        benchmark.pedantic(run, rounds=1, warmup_rounds=0, iterations=1)
+        pedantic(benchmark, run, rounds=1, warmup_rounds=0, iterations=1)
         record(benchmark, out["result"])
         if not out["result"].ok:  # recorded as a data point, reported as a failure
             pytest.fail(f"{case.id}: {out['result'].reason}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from record import guarded, record
+from record import guarded, pedantic, record
 
 from spbench.case import Case, build
 from spbench.measure.predict import predict_built
@@ -26,7 +26,7 @@ def test_memory(benchmark: Any, memory_case: Case) -> None:
             out["built"] = built
             return (built, plain), {}
 
-        metrics = benchmark.pedantic(predict_built, setup=setup, rounds=1, iterations=1)
+        metrics = pedantic(benchmark, predict_built, setup=setup, rounds=1, iterations=1)
         built = out["built"]
         record(benchmark, Result.of(case, PREDICTED, metrics=metrics, notes=built.notes))
 

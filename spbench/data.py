@@ -145,9 +145,8 @@ def encode_sst2(split: Any, tokenizer: Any, objective: Any, max_len: int = 64,
     """Tokenise one split for ``objective``: rows of unpadded ``input_ids`` (and any other
     per-token fields) plus ``labels``; padding happens per batch (``collate``).
 
-    The "prompt" objective wraps each sentence in its template: its module's
-    ``encode(tokenizer, sentences, labels, max_len)`` does it, so this file does not depend
-    on how the template works.
+    ``objective.encode`` tokenises (the "prompt" objective wraps each sentence in its template),
+    so this file does not depend on how a template works.
     """
     if tokenizer is None:
         raise InputError("this backbone has no tokenizer: SST-2 needs a pretrained backbone such as minilm-l6")
@@ -155,26 +154,7 @@ def encode_sst2(split: Any, tokenizer: Any, objective: Any, max_len: int = 64,
         raise InputError(f"max_len must be at least 2, not {max_len}")
     rows = split if limit is None else split.select(range(min(limit, len(split))))
     sentences, labels = list(rows["sentence"]), [int(v) for v in rows["label"]]
-    encode = _objective_encoder(objective)
-    if encode is not None:
-        return _as_rows(encode(tokenizer, sentences, labels, max_len), labels)
-    enc = tokenizer(sentences, truncation=True, max_length=max_len)
-    return [{"input_ids": list(ids), "labels": label} for ids, label in zip(enc["input_ids"], labels)]
-
-
-def _objective_encoder(objective: Any) -> Any:
-    """The objective's own tokenisation helper, if it has one (a method, or its module's
-    ``encode``); None means plain sentence classification."""
-    import sys
-
-    if getattr(objective, "name", "classification") == "classification":
-        return None
-    encode = getattr(objective, "encode", None)
-    if encode is None:
-        encode = getattr(sys.modules.get(type(objective).__module__), "encode", None)
-    if encode is None:
-        raise InputError(f"objective {objective.name!r} has no encode(tokenizer, sentences, labels, max_len) helper")
-    return encode
+    return _as_rows(objective.encode(tokenizer, sentences, labels, max_len), labels)
 
 
 def _as_rows(encoded: Any, labels: list[int]) -> list[dict[str, Any]]:

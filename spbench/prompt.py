@@ -213,6 +213,9 @@ class Prompt(Objective):
                       for c, w in enumerate(words)})
         return batch
 
+    def encode(self, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], max_len: int) -> Any:
+        return encode(tokenizer, sentences, labels, max_len, self.template, self.label_words)
+
     def notes(self, backbone: "Backbone") -> dict[str, Any]:
         if backbone.spec.pretrained and not backbone.spec.has_pretrained_mlm_head:
             return {"mlm_head_untrained": True}

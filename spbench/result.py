@@ -69,6 +69,8 @@ METRICS: dict[str, Metric] = {
 CASE_FIELDS = tuple(f.name for f in dataclasses.fields(Case) if f.name not in ("overrides", "device"))
 IDENTITY_KEYS = (*CASE_FIELDS, "method_config", "device", "schema_version", "case_id")
 TRAINING_KEYS = ("train_config", "stages", "best_step")
+# What a record must carry to be read at all (older records lack the newer Case fields).
+REQUIRED_KEYS = ("method", "backbone", "batch_size", "seq_len", "device", "schema_version")
 
 
 @dataclass

@@ -282,21 +282,13 @@ def largest_batch(rows: Sequence[dict[str, Any]], batch_size: int, pad_id: int) 
 
 def peak_of_step(method: "Method", model: "nn.Module", objective: "Objective", optimizer: Any,
                  hooks: StepHooks, batch: dict[str, "torch.Tensor"], device: str = "cpu") -> int:
-    """Peak bytes of one steady-state step (optimizer state already present) on ``batch``."""
-    import torch
-
-    from spbench.measure.memory import no_gc, tracked_peak
+    """Peak bytes of one steady-state step (optimizer state already present) on ``batch``,
+    measured as a benchmark step is (``spbench.measure.measured.step_peak``)."""
+    from spbench.measure.measured import step_peak
 
     batch = _to(batch, device)
     step = lambda: method.train_step(model, batch, optimizer, objective, hooks)  # noqa: E731
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        with no_gc():
-            step()
-            torch.cuda.synchronize()
-        return int(torch.cuda.max_memory_allocated())
-    return int(tracked_peak(step, model, optimizer, list(batch.values()))["peak_bytes"])
+    return step_peak(step, model, optimizer, list(batch.values()), device)["peak_bytes"]
 
 
 def _snapshot(model: "nn.Module") -> dict[str, "torch.Tensor"]:

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -339,3 +340,23 @@ def test_output_to_a_special_file_writes_through_it(tmp_path: Path) -> None:
     reader.join(timeout=10)
     assert got == [b"table\n"]
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_terminal_format_off_a_terminal_prints_markdown(capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piped or logged, the terminal view is the Markdown table, never rich squeezed to 80 columns."""
+    code, out, _ = run(capsys, str(FIXTURE), "--format", "terminal")
+    assert code == 0
+    assert out.startswith("# spbench report") and "| side_lora " in out
+    assert "peak memory (predicted CUDA) [MiB] ↓" in out  # a header in one piece
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = run(capsys, str(FIXTURE), "--format", "terminal")
+    assert code == 0 and "| side_lora " not in out and "side_lora" in out  # rich, at the terminal
+
+
+def test_terminal_output_file_is_never_squeezed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "report.txt"
+    assert run(capsys, str(FIXTURE), "--format", "terminal", "--output", str(target))[0] == 0
+    lines = target.read_text().splitlines()
+    assert any("peak memory (predicted CUDA) [MiB] ↓" in line for line in lines)
+    assert all(line == line.rstrip() for line in lines)

@@ -3,13 +3,15 @@
 CUDA protocol (DESIGN.md): warm-up step; synchronize; reset_peak_memory_stats; step;
 synchronize; max_memory_allocated / max_memory_reserved; NVML per-process used memory (which
 includes the CUDA context the allocator cannot see). CPU: MemTracker on the real step.
+:func:`step_peak` is that protocol after the warm-up, written once: the benchmark step
+(:func:`measure_built`) and the training loop (``spbench.train``) both measure through it.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -64,21 +66,29 @@ def measure_built(built: Built, baseline: tuple[int, int] = (0, 0)) -> tuple[dic
     hooks = ChainHooks(autocast=autocast_for(built.case, dev_type))
     optimizer = built.method.make_optimizer(built.model)
     step = step_fn(built, optimizer, hooks)
-    metrics: dict[str, Any] = {}
     step()  # warm-up: optimizer state exists from here on
-    if dev_type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        with no_gc():  # as on the CPU and in the prediction: cycles freed at one point
-            step()
-            torch.cuda.synchronize()
-        metrics["peak_bytes"] = int(torch.cuda.max_memory_allocated()) - baseline[0]
-        metrics["reserved_peak_bytes"] = int(torch.cuda.max_memory_reserved()) - baseline[1]
-        used = nvml_used_bytes(torch.device(device).index or torch.cuda.current_device())
-        if used is not None:
-            metrics["nvml_used_bytes"] = used
-    else:
-        metrics["peak_bytes"] = tracked_peak(step, built.model, optimizer,
-                                             list(built.batch.values()))["peak_bytes"]
-    return metrics, step
+    return step_peak(step, built.model, optimizer, list(built.batch.values()), device, baseline), step
 
+
+def step_peak(step: Callable[[], Any], model: torch.nn.Module, optimizer: Any, inputs: Sequence[torch.Tensor],
+              device: str, baseline: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    """Peak of one steady-state step (run a warm-up step first, so the optimizer state exists).
+
+    CUDA: ``peak_bytes`` (max_memory_allocated) and ``reserved_peak_bytes`` above ``baseline``
+    (:func:`cuda_baseline`), and ``nvml_used_bytes`` where NVML can tell. CPU: ``peak_bytes``
+    of the tracker (live bytes of parameters, gradients, optimizer state, ``inputs`` and
+    everything the step allocates).
+    """
+    if torch.device(device).type != "cuda":
+        return {"peak_bytes": int(tracked_peak(step, model, optimizer, list(inputs))["peak_bytes"])}
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    with no_gc():  # as on the CPU and in the prediction: cycles freed at one point
+        step()
+        torch.cuda.synchronize()
+    metrics = {"peak_bytes": int(torch.cuda.max_memory_allocated()) - baseline[0],
+               "reserved_peak_bytes": int(torch.cuda.max_memory_reserved()) - baseline[1]}
+    used = nvml_used_bytes(torch.device(device).index or torch.cuda.current_device())
+    if used is not None:
+        metrics["nvml_used_bytes"] = used
+    return metrics

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from spbench.registry import Registry
 
@@ -32,6 +32,12 @@ class Objective:
         from spbench.data import synthetic_batch
 
         return synthetic_batch(backbone.config, batch_size, seq_len, seed=seed)
+
+    def encode(self, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], max_len: int) -> Any:
+        """Tokenised rows for this objective (a list of row dicts, or a ``BatchEncoding`` of
+        columns): plain sentences by default; an objective with a template overrides it."""
+        enc = tokenizer(list(sentences), truncation=True, max_length=max_len)
+        return [{"input_ids": list(ids)} for ids in enc["input_ids"]]
 
     def notes(self, backbone: "Backbone") -> dict[str, Any]:
         """Flags a result must carry (e.g. an untrained head)."""

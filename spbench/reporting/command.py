@@ -3,7 +3,7 @@
     spbench report out.json                                   overview, Markdown on stdout
     spbench report out.json --compare lora side_lora          the two side by side, B/A and deltas
     spbench report out.json --baseline full_ft --format latex --output table.tex
-    spbench report out.json --format terminal --plot pareto.png
+    spbench report out.json --format terminal --plot pareto.png   (Markdown when stdout is no terminal)
 
 One table per (backbone, shape, dtype, objective, measured device): the predicted figures of a
 case join its measured ones, but a CPU and a CUDA measurement never share a column, and files
@@ -68,6 +68,10 @@ def render(args: argparse.Namespace) -> str:
         return r.latex(report)
     if args.output:
         return r.terminal_text(report)
+    if not sys.stdout.isatty():
+        # A log file, a pipe, CI: rich would squeeze every table to 80 columns, folding headers
+        # letter by letter. Markdown reads at any width.
+        return r.markdown(report)
     r.terminal(report)
     return ""
 

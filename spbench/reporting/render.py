@@ -118,10 +118,12 @@ def terminal(report: Report, file: Any = None, width: int | None = None) -> None
     console.print(_sub(report.legend, _PLAIN), markup=False)
 
 
-def terminal_text(report: Report, width: int = 200) -> str:
+def terminal_text(report: Report, width: int = 1000) -> str:
+    """The terminal view as plain text for a file: wide enough that no table is squeezed
+    (rich folds cells to fit its width; a file has no width), trailing blanks dropped."""
     buf = io.StringIO()
     terminal(report, file=buf, width=width)
-    return buf.getvalue()
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
 
 
 def csv_rows(rows: list[Row], baseline_rows: dict[tuple[Any, ...], Row] | None = None) -> str:

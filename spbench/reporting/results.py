@@ -19,9 +19,7 @@ from typing import Any, Iterable
 
 from spbench.case import Case
 from spbench.errors import InputError
-from spbench.result import CASE_FIELDS, METRICS, PREDICTED, Result
-
-_REQUIRED = ("method", "backbone", "batch_size", "seq_len", "device", "schema_version")
+from spbench.result import CASE_FIELDS, METRICS, PREDICTED, REQUIRED_KEYS, Result
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ def records_of(doc: dict[str, Any], source: str) -> list[Record]:
     for i, bench in enumerate(doc["benchmarks"]):
         name = bench.get("name", f"#{i}") if isinstance(bench, dict) else f"#{i}"
         info = bench.get("extra_info") if isinstance(bench, dict) else None
-        missing = [k for k in _REQUIRED if not isinstance(info, dict) or k not in info]
+        missing = [k for k in REQUIRED_KEYS if not isinstance(info, dict) or k not in info]
         if missing:
             raise InputError(f"{source}: benchmark {name!r} carries no spbench result "
                            f"(extra_info lacks {', '.join(missing)}); is this a run of benchmarks/?")
