@@ -1,6 +1,6 @@
 """One benchmark case, end to end: build, prepare, then measure or predict one training step.
 
-    Case(method, backbone, batch, seq_len, objective, device, dtype, overrides)
+    Case(method, backbone, batch, seq_len, objective, device, dtype, grad_checkpointing, overrides)
       -> Result.of(case, ...)  (spbench.result: its fields are the identity of every result)
       -> backbones.load -> methods.get(name).from_overrides(...).prepare(backbone)
       -> predict(): fake-tensor step with CUDA emulated (deterministic figures, any size)
