@@ -123,8 +123,7 @@ def test_lst_half_weights_keep_the_side_network_float32_and_trained(objective: s
     before = {n: p.detach().clone() for n, p in side}
     optimizer = built.method.make_optimizer(built.model)
     step_fn(built, optimizer, ChainHooks())()
-    moved = [n for n, p in side if not torch.equal(p, before[n])]
-    assert len(moved) > len(side) // 2  # the gradient reaches the side network
+    assert all(not torch.equal(p, before[n]) for n, p in side)  # the gradient reaches all of it
 
 
 def test_lst_half_weights_refuse_unfrozen_backbone_layers() -> None:
