@@ -24,6 +24,7 @@ def spbench(*args: str) -> subprocess.CompletedProcess[str]:
         (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--set", "rank=4"], "no hyperparameter 'rank'"),
         (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--fit", "lots"], "cannot read 'lots'"),
         (["estimate", "--method", "lora", "--backbone", "tiny-bert", "--dtype", "int3"], "unknown dtype"),
+        (["report", "no-such-results.json"], "no such file"),  # raised in a library module, not cli.py
     ],
 )
 def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:
@@ -54,14 +55,22 @@ def test_estimate_json_has_design_keys() -> None:
         assert key in info, key
 
 
-def test_fit_answers_the_largest_batch_that_fits() -> None:
-    one = json.loads(spbench("estimate", "--method", "lora", "--backbone", "tiny-bert", "--seq-len", "32",
-                             "--batch-size", "4", "--json").stdout)["predicted_cuda_peak_bytes"]
-    proc = spbench("estimate", "--method", "lora", "--backbone", "tiny-bert", "--seq-len", "32",
-                   "--fit", str(one), "--json")
-    assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert answer["batch_size"] >= 4 and answer["predicted_cuda_peak_bytes"] <= one
+def test_fit_answers_the_largest_batch_that_fits(capsys: pytest.CaptureFixture[str]) -> None:
+    """The budget is batch 5's peak: no power of two, so a search that only doubles (4) or
+    overshoots (6) answers differently from the right one."""
+    from spbench.cli import main
+
+    args = ["estimate", "--method", "lora", "--backbone", "tiny-bert", "--seq-len", "32", "--json"]
+
+    def peak(batch: int) -> int:
+        assert main([*args, "--batch-size", str(batch)]) == 0
+        return json.loads(capsys.readouterr().out)["predicted_cuda_peak_bytes"]
+
+    five, six = peak(5), peak(6)
+    assert five < six  # so 5 is the largest batch within five's peak
+    assert main([*args, "--fit", str(five)]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert answer == {"fit_bytes": five, "batch_size": 5, "predicted_cuda_peak_bytes": five}
 
 
 def test_help_is_fast_and_explains() -> None:

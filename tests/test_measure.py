@@ -1,19 +1,81 @@
-"""The measurement core: fake-mode prediction agrees with the real CPU tracker, is
-deterministic across processes, and emulates CUDA where it says it does."""
+"""The measurement core: the tracker's peak agrees with a plain count of live storages, fake-mode
+prediction agrees with the real CPU tracker, is deterministic across processes, and emulates
+CUDA where it says it does."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
+import weakref
+from typing import Any
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
+from spbench import methods
 from spbench.case import Case, build
 from spbench.measure.measured import measure_built
-from spbench.measure.memory import CUDA_BLOCK, tracked_peak
+from spbench.measure.memory import tracked_peak
 from spbench.measure.predict import predict, predict_built
+from spbench.measure.step import ChainHooks, step_fn
+
+
+class LiveBytes(TorchDispatchMode):
+    """The simplest peak there is, independent of MemTracker: bytes of every storage that is
+    live (given at the start, or returned by an op) until Python frees it; no module hooks."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.live = 0
+        self.seen: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        for t in tensors:
+            self.add(t)
+        self.peak = self.live
+
+    def add(self, t: Any) -> None:
+        if isinstance(t, torch.Tensor) and t.untyped_storage() not in self.seen:
+            st = t.untyped_storage()
+            self.seen[st] = st.nbytes()
+            self.live += st.nbytes()
+            weakref.finalize(st, self.free, st.nbytes())
+
+    def free(self, nbytes: int) -> None:
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            self.add(t)
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_tracked_peak_equals_a_plain_count_of_live_storages(method: str) -> None:
+    """The tracker must not change what a step frees (a reference cycle of its own kept
+    side_lora's dead forward graph alive: +9.5% on this case, 552 instead of 395 MiB on
+    distilbert-base) nor miss anything. Registry-wide, so new methods are checked too."""
+    built, _ = build(Case(method, "tiny-bert", 2, 16))
+    optimizer = built.method.make_optimizer(built.model)
+    step = step_fn(built, optimizer, ChainHooks())
+    step()  # steady state: the optimizer state exists
+    tracked = tracked_peak(step, built.model, optimizer, list(built.batch.values()))["peak_bytes"]
+    model = built.model
+    start = [*model.parameters(), *model.buffers(), *built.batch.values(),
+             *(p.grad for p in model.parameters() if p.grad is not None),
+             *(v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor))]
+    gc.collect()
+    gc.disable()  # as the tracker does: cycles are not freed part-way
+    try:
+        with LiveBytes(start) as plain:
+            step()
+    finally:
+        gc.enable()
+    assert tracked == plain.peak
 
 
 @pytest.mark.parametrize("method", ["full_ft", "lora", "side_lora"])
@@ -36,13 +98,6 @@ def test_prediction_is_identical_in_two_processes() -> None:
     first = json.loads(outs[0].strip().splitlines()[-1])
     assert first["predicted_cuda_peak_bytes"] > 0
     assert outs[0] == outs[1]
-
-
-def test_emulated_blocks_round_to_512_bytes() -> None:
-    metrics, _ = predict(Case("full_ft", "tiny-bert", 3, 7))
-    for key in ("predicted_cuda_peak_bytes", "mem_params_bytes", "mem_optimizer_bytes",
-                "predicted_inference_peak_bytes"):
-        assert metrics[key] % CUDA_BLOCK == 0, key
 
 
 def test_cuda_emulation_uses_memory_efficient_attention() -> None:

@@ -204,9 +204,9 @@ def test_csv_has_raw_values(capsys: pytest.CaptureFixture[str]) -> None:
     row = next(r for r in rows if r["case_id"] == "side_lora-tiny-bert-b16-s128")
     raw = infos(fixture_doc(), "side_lora-tiny-bert-b16-s128", "predicted-cuda")[0]
     assert int(row["predicted_cuda_peak_bytes"]) == raw["predicted_cuda_peak_bytes"]
-    full = next(r for r in rows if r["case_id"] == "full_ft-tiny-bert-b16-s128")
+    full = infos(fixture_doc(), "full_ft-tiny-bert-b16-s128", "predicted-cuda")[0]  # the input, not the output
     assert float(row["predicted_cuda_peak_bytes_of_baseline"]) == pytest.approx(
-        raw["predicted_cuda_peak_bytes"] / int(full["predicted_cuda_peak_bytes"]))
+        raw["predicted_cuda_peak_bytes"] / full["predicted_cuda_peak_bytes"])
 
 
 def test_terminal_and_output_file_are_atomic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,5 @@
 """Training loop: evaluation math, budgets, seeded determinism, real learning on a toy task,
-NaN handling, clipping, best-checkpoint tracking, and one SST-2 case end to end."""
+NaN handling, clipping, best-checkpoint restore, and one SST-2 case end to end."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from spbench import backbones, methods, objectives
+from spbench.methods.base import NO_HOOKS
 from spbench.train import Budget, ClipHooks, binary_scores, evaluate, fit, lr_schedule
 
 CLS = objectives.get("classification")
@@ -138,14 +139,56 @@ def test_clip_hooks_bound_the_gradient_norm_before_the_update() -> None:
         assert torch.nn.utils.get_total_norm([p.grad for p in params]) == pytest.approx(0.5, rel=1e-4)
 
 
+class BagOfTokens(torch.nn.Module):
+    """Logits = the mean of per-token class scores: learns ``toy_rows`` in a few steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scores = torch.nn.Embedding(1000, 2)
+        torch.nn.init.zeros_(self.scores.weight)  # every logit 0: argmax 0, accuracy 0.5
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).float()
+        return (self.scores(input_ids) * mask).sum(1) / mask.sum(1)
+
+
 def test_eval_every_restores_the_best_checkpoint() -> None:
+    """Eight steps learn the toy task, the rest learn it with flipped labels, so later
+    evaluations score measurably worse than an earlier one. The best step's parameters and
+    score must come back, not the last ones."""
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    class Turncoat(methods.get("full_ft")):
+        def train_step(self, model, batch, optimizer, objective, hooks=NO_HOOKS):  # type: ignore[no-untyped-def]
+            step = len(snapshots) + 1
+            if step > 8:
+                batch = {**batch, "labels": 1 - batch["labels"]}
+            loss = super().train_step(model, batch, optimizer, objective, hooks)
+            snapshots[step] = {n: p.detach().clone() for n, p in model.named_parameters()}
+            return loss
+
     train, dev = toy_rows(128, 0), toy_rows(64, 1)
-    m, model = tiny("full_ft", lr=2e-3)
-    res = fit(m, model, CLS, train, dev, Budget(steps=24), batch_size=8, eval_every=6)
-    assert [e["step"] for e in res.evals] == [6, 12, 18, 24]
-    best = max(res.evals, key=lambda e: e["accuracy"])
-    assert res.best_step == best["step"]
-    assert res.accuracy == pytest.approx(best["accuracy"])  # the restored model scores as it did
+    model = BagOfTokens()
+    res = fit(Turncoat(lr=0.1), model, CLS, train, dev, Budget(steps=24), batch_size=8, eval_every=4,
+              measure_peak=False)
+    steps = [4, 8, 12, 16, 20, 24]
+    assert [e["step"] for e in res.evals] == steps
+
+    def score(step: int) -> float:  # each recorded state scored afresh, outside fit
+        probe = BagOfTokens()
+        probe.load_state_dict(snapshots[step])
+        return evaluate(probe, CLS, dev)["accuracy"]
+
+    scores = [score(s) for s in steps]
+    assert [e["accuracy"] for e in res.evals] == scores
+    best = max(range(len(steps)), key=lambda i: (scores[i], -i))
+    assert 0 < best < len(steps) - 1 and scores[best] > max(scores[best + 1:]) + 0.1, scores  # the fixture bites
+    assert res.best_step == steps[best]
+    restored = dict(model.named_parameters())
+    assert all(torch.equal(restored[n], t) for n, t in snapshots[steps[best]].items()), \
+        f"the parameters are not step {steps[best]}'s"
+    assert not all(torch.equal(restored[n], t) for n, t in snapshots[24].items()), "the last step's parameters stayed"
+    assert res.accuracy == scores[best]
 
 
 @pytest.mark.slow
