@@ -15,27 +15,21 @@ import time
 
 import pytest
 
-from spbench.case import WEIGHT_DTYPES, Case
 from spbench.errors import InputError
-from spbench.overrides import parse_overrides
-
-DEFAULT_MEMORY_BACKBONES = "distilbert-base,roberta-large"
-DEFAULT_STEP_BACKBONES = "distilbert-base"
-DEFAULT_SHAPES = "16x128"
-DEFAULT_ACCURACY_BACKBONES = "minilm-l6"
-DEFAULT_ACCURACY_SHAPE = "32x64"
+from spbench.options import DEFAULT_ACCURACY_SHAPE, DEFAULT_BACKBONES, DEFAULT_SHAPES, Options
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("spbench")
     group.addoption("--methods", default="", help="comma-separated registry keys (default: all)")
     group.addoption("--backbones", default="",
-                    help=f"comma-separated (default: memory {DEFAULT_MEMORY_BACKBONES}; step {DEFAULT_STEP_BACKBONES})")
+                    help=f"comma-separated (default: memory {DEFAULT_BACKBONES['memory']}; "
+                         f"step {DEFAULT_BACKBONES['step']}; accuracy {DEFAULT_BACKBONES['accuracy']})")
     group.addoption("--shapes", default=DEFAULT_SHAPES, help="BATCHxSEQ list, e.g. 16x128,32x256")
     group.addoption("--device", default="cpu", help="cpu | cuda | cuda:N (step cases)")
     group.addoption("--dtypes", default="float32",
                     help="float32,bfloat16 (autocast),bf16-weights (half weights: methods where sound)")
-    group.addoption("--grad-checkpointing", default="off",
+    group.addoption("--grad-checkpointing", default="",
                     help="off,on: activation checkpointing (on: methods whose backward goes through the backbone)")
     group.addoption("--objective", default="classification", help="classification | prompt")
     group.addoption("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -53,88 +47,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--seed", type=int, default=0, help="accuracy: training seed (weights, dropout, data order)")
 
 
-def _shapes(text: str) -> list[tuple[int, int]]:
-    out = []
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        b, sep, s = item.partition("x")
-        if not sep or not b.isdigit() or not s.isdigit():
-            raise pytest.UsageError(f"--shapes wants BATCHxSEQ items like 16x128, got {item!r}")
-        out.append((int(b), int(s)))
-    return out
+def options_of(config: pytest.Config) -> Options:
+    return Options(
+        methods=config.getoption("--methods"), backbones=config.getoption("--backbones"),
+        shapes=config.getoption("--shapes"), dtypes=config.getoption("--dtypes"),
+        objective=config.getoption("--objective"), device=config.getoption("--device"),
+        grad_checkpointing=config.getoption("--grad-checkpointing"),
+        sets=tuple(config.getoption("--set")), budget=config.getoption("--budget"),
+        accuracy_shape=config.getoption("--accuracy-shape"), sst2_dir=config.getoption("--sst2-dir"))
 
 
-def _list(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
+def accuracy_asked(config: pytest.Config) -> bool:
+    return ("accuracy" in (config.getoption("-m") or "")
+            or any(config.getoption(o) for o in ("--sst2-dir", "--budget", "--accuracy-shape")))
 
 
-def cases_from_options(config: pytest.Config, kind: str) -> list[Case]:
-    import dataclasses
+CASES = pytest.StashKey[dict]()
 
-    from spbench import methods
 
-    method_names = _list(config.getoption("--methods")) or methods.names()
-    default_bb = DEFAULT_MEMORY_BACKBONES if kind == "memory" else DEFAULT_STEP_BACKBONES
-    backbone_names = _list(config.getoption("--backbones")) or _list(default_bb)
+def pytest_configure(config: pytest.Config) -> None:
+    """Every option checked here, before collection: one line, no case run (spbench.options)."""
+    kinds = ("memory", "step", "accuracy") if accuracy_asked(config) else ("memory", "step")
     try:
-        overrides = parse_overrides(config.getoption("--set"))
-        for name in method_names:
-            methods.get(name)
+        config.stash[CASES] = options_of(config).validate(kinds)
     except InputError as exc:
         raise pytest.UsageError(str(exc)) from None
-    checkpointing = _switches(config.getoption("--grad-checkpointing"))
-    cases = []
-    # Backbone and shape outermost, in the order given: a budgeted run (--deadline) then cuts
-    # the largest cases, not whole methods.
-    for backbone in backbone_names:
-        for batch, seq in _shapes(config.getoption("--shapes")):
-            for dtype in _list(config.getoption("--dtypes")):
-                for name in method_names:
-                    cls = methods.get(name)
-                    fields = {f.name for f in dataclasses.fields(cls)}
-                    own = tuple((k, v) for k, v in overrides if k in fields)
-                    if dtype in WEIGHT_DTYPES and not cls.supports_half_weights:
-                        continue  # a lever only where it applies (the matrix is a product)
-                    for gc in checkpointing if cls.supports_grad_checkpointing else [False]:
-                        cases.append(Case(name, backbone, batch, seq, objective=config.getoption("--objective"),
-                                          device=config.getoption("--device") if kind == "step" else "cpu",
-                                          dtype=dtype, grad_checkpointing=gc, overrides=own))
-    return cases
-
-
-def _switches(text: str) -> list[bool]:
-    values = {"off": False, "on": True}
-    items = _list(text)
-    if not items or any(v not in values for v in items):
-        raise pytest.UsageError(f"--grad-checkpointing wants off, on or off,on, got {text!r}")
-    return list(dict.fromkeys(values[v] for v in items))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    for kind in ("memory", "step"):
+    validated = metafunc.config.stash[CASES]
+    for kind in ("memory", "step", "accuracy"):
         if f"{kind}_case" in metafunc.fixturenames:
-            cases = cases_from_options(metafunc.config, kind)
+            # Accuracy cases not asked for are only skipped: no need to check them.
+            cases = validated.get(kind) or options_of(metafunc.config).cases(kind, validate=False)
             metafunc.parametrize(f"{kind}_case", cases, ids=[c.id for c in cases])
-    if "accuracy_case" in metafunc.fixturenames:
-        cases = accuracy_cases(metafunc.config)
-        metafunc.parametrize("accuracy_case", cases, ids=[c.id for c in cases])
-
-
-def accuracy_cases(config: pytest.Config) -> list[Case]:
-    """Methods x backbones (default minilm-l6) at --accuracy-shape; seq_len is the max length."""
-    import dataclasses
-
-    from spbench import methods
-
-    batch, max_len = _shapes(config.getoption("--accuracy-shape") or DEFAULT_ACCURACY_SHAPE)[0]
-    try:
-        classes = {n: methods.get(n) for n in _list(config.getoption("--methods")) or methods.names()}
-        overrides = parse_overrides(config.getoption("--set"))
-    except InputError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    return [Case(name, backbone, batch, max_len, objective=config.getoption("--objective"),
-                 overrides=tuple((k, v) for k, v in overrides if k in {f.name for f in dataclasses.fields(cls)}))
-            for backbone in _list(config.getoption("--backbones")) or _list(DEFAULT_ACCURACY_BACKBONES)
-            for name, cls in classes.items()]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

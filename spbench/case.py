@@ -103,6 +103,10 @@ class Case:
             raise InputError(f"impossible shape: batch size {self.batch_size}, sequence length {self.seq_len}")
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+        limit = backbones.max_seq_len(self.backbone)  # also: the backbone's config can be read
+        if limit is not None and self.seq_len > limit:
+            raise InputError(f"sequence length {self.seq_len} exceeds the backbone's {limit} positions "
+                             f"({self.backbone})")
         cls = methods.get(self.method)
         if self.grad_checkpointing and not cls.supports_grad_checkpointing:
             raise InputError(f"gradient checkpointing does not apply to {self.method}: its backward does not "

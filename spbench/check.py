@@ -10,10 +10,12 @@ machine, so a change is a change of the code, not noise. pytest-benchmark's own
 ``--benchmark-compare-fail`` only understands timings, which CI machines make noise of.
 
 Cases are matched by ``case_id`` and ``schema_version``. Exit 1, with a table, when a figure got
-worse (in its declared bad direction) by more than the tolerance, when a case failed, or when
-a case or figure is missing on either side; improvements beyond the tolerance are printed as a
-note (exit 0: run ``--update`` to lock them in). ``--update`` writes the baseline atomically,
-keeping only what is gated, so its diff in a pull request shows exactly what changed.
+worse (in its declared bad direction) by more than the tolerance, when a case failed, when a
+figure is NaN or infinite on either side, or when a case or figure is missing on either side;
+improvements beyond the tolerance are printed as a note (exit 0: run ``--update`` to lock them
+in). ``--update`` writes the baseline atomically, keeping only what is gated, so its diff in a
+pull request shows exactly what changed; it refuses (exit 1, baseline untouched) to lock in a
+failed case or a figure that is not a finite number. Every failure exits non-zero.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +47,6 @@ class Figures:
 class Outcome:
     regressions: list[tuple[str, str, Any, Any, str]] = field(default_factory=list)
     improvements: list[tuple[str, str, Any, Any, str]] = field(default_factory=list)
-    new: list[tuple[str, str]] = field(default_factory=list)
     compared: int = 0
 
     @property
@@ -95,6 +97,21 @@ def gated(records: list[Any]) -> dict[tuple[str, int], Figures]:
     return out
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def own_failures(figures: dict[tuple[str, int], Figures]) -> list[tuple[str, str, Any, Any, str]]:
+    """What is wrong with one side on its own: failed cases and figures that are not finite numbers."""
+    rows = []
+    for (case, _), entry in sorted(figures.items()):
+        if entry.failure:
+            rows.append((case, "(status)", "", entry.failure, "failed"))
+        rows += [(case, metric, "", value, "not a finite number")
+                 for metric, value in sorted(entry.metrics.items()) if not _finite(value)]
+    return rows
+
+
 def _change(base: float, cur: float) -> float:
     if base == cur:
         return 0.0
@@ -118,18 +135,22 @@ def compare(base: dict[tuple[str, int], Figures], cur: dict[tuple[str, int], Fig
             out.regressions.append((case, "(case)", "missing", "present", "missing in baseline"))
             continue
         b, c = base[key], cur[key]
-        if c.failure and not b.failure:
-            out.regressions.append((case, "(status)", "ok", c.failure, "failed"))
+        if c.failure:  # failed in the baseline too is no excuse: a failure never passes
+            out.regressions.append((case, "(status)", b.failure or "ok", c.failure, "failed"))
             continue
         for metric in sorted(b.metrics.keys() | c.metrics.keys()):
             if metric not in c.metrics:
                 out.regressions.append((case, metric, b.metrics[metric], "missing", "missing in current"))
                 continue
             if metric not in b.metrics:
-                out.new.append((case, metric))
+                out.regressions.append((case, metric, "missing", c.metrics[metric], "missing in baseline"))
                 continue
             out.compared += 1
             bv, cv = b.metrics[metric], c.metrics[metric]
+            if not (_finite(bv) and _finite(cv)):  # NaN compares false both ways: never "ok"
+                side = "current" if _finite(bv) else "baseline" if _finite(cv) else "both"
+                out.regressions.append((case, metric, bv, cv, f"not a finite number ({side})"))
+                continue
             change = _change(bv, cv)
             direction = METRICS[metric].higher_is_better
             worse = abs(change) if direction is None else -change if direction else change
@@ -172,45 +193,62 @@ def baseline_document(doc: dict[str, Any], records: list[Any]) -> dict[str, Any]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from spbench.reporting.results import load, read_json, schema_version, write_atomic
+    from spbench.reporting.results import load, schema_version
 
     tolerance = parse_tolerance(args.tolerance)
     _, cur_records = load([args.current])
     cur = gated(cur_records)
     if not cur:
         raise InputError(f"{args.current}: no deterministic figures (run benchmarks/test_memory.py)")
-    if args.update and not Path(args.baseline).exists():
-        base_records: list[Any] = []
-    else:
-        _, base_records = load([args.baseline])
-        vb, vc = schema_version(base_records), schema_version(cur_records)
-        if vb != vc and not args.update:
-            raise InputError(f"baseline {args.baseline} has schema_version {vb}, {args.current} has {vc}: the "
-                           "measuring code changed what the numbers mean; review, then rerun with --update")
-    outcome = compare(gated(base_records), cur, tolerance) if base_records else Outcome()
-    _print(outcome, tolerance, args)
     if args.update:
-        doc = baseline_document(read_json(args.current), cur_records)
-        write_atomic(args.baseline, json.dumps(doc, indent=2) + "\n")
-        print(f"wrote {args.baseline} ({len(doc['benchmarks'])} records)")
-        return 0
-    return 1 if outcome.failed else 0
-
-
-def _print(outcome: Outcome, tolerance: float, args: argparse.Namespace) -> None:
+        return _update(args, cur_records, cur, tolerance)
+    _, base_records = load([args.baseline])
+    vb, vc = schema_version(base_records), schema_version(cur_records)
+    if vb != vc:
+        raise InputError(f"baseline {args.baseline} has schema_version {vb}, {args.current} has {vc}: the "
+                       "measuring code changed what the numbers mean; review, then rerun with --update")
+    outcome = compare(gated(base_records), cur, tolerance)
     tol = f"{tolerance * 100:g}%"
     if outcome.regressions:
-        print(f"REGRESSIONS vs {args.baseline} (worse by more than {tol}, failed, or missing):")
+        print(f"REGRESSIONS vs {args.baseline} (worse by more than {tol}, failed, not a number, or missing):")
         print(_table(outcome.regressions))
     if outcome.improvements:
         print(f"note: improved by more than {tol} (run with --update to lock in):")
         print(_table(outcome.improvements))
-    if outcome.new:
-        print(f"note: {len(outcome.new)} figure(s) not in the baseline, not gated: "
-              + ", ".join(f"{c} {m}" for c, m in outcome.new[:5]) + (" ..." if len(outcome.new) > 5 else ""))
-    if not outcome.failed:
-        print(f"ok: {outcome.compared} figures compared, none worse by more than {tol}")
-    else:
+    if outcome.failed:
         print(f"FAILED: {len(outcome.regressions)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"ok: {outcome.compared} figures compared, none worse by more than {tol}")
+    return 0
+
+
+def _update(args: argparse.Namespace, cur_records: list[Any], cur: dict[tuple[str, int], Figures],
+            tolerance: float) -> int:
+    """Replace the baseline with CURRENT's gated figures, unless CURRENT holds a failure."""
+    from pathlib import Path
+
+    from spbench.reporting.results import load, read_json, schema_version, write_atomic
+
+    broken = own_failures(cur)
+    if broken:
+        print(f"not updating {args.baseline}: {args.current} holds failed cases or figures that are not "
+              "finite numbers:")
+        print(_table(broken))
+        print(f"FAILED: {len(broken)} problem(s); baseline unchanged", file=sys.stderr)
+        return 1
+    if Path(args.baseline).exists():
+        _, base_records = load([args.baseline])
+        vb, vc = schema_version(base_records), schema_version(cur_records)
+        if vb != vc:
+            print(f"schema_version {vb} -> {vc}: figures measured by different code are not compared; "
+                  "the baseline is replaced")
+        else:
+            outcome = compare(gated(base_records), cur, tolerance)
+            changes = outcome.regressions + outcome.improvements
+            if changes:
+                print(f"changes locked in (beyond {tolerance * 100:g}%, or cases/figures added or removed):")
+                print(_table(changes))
+    doc = baseline_document(read_json(args.current), cur_records)
+    write_atomic(args.baseline, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    print(f"wrote {args.baseline} ({len(doc['benchmarks'])} records)")
+    return 0

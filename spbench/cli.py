@@ -13,13 +13,13 @@ Heavy imports (torch, transformers) happen inside the commands, so --help and li
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import sys
 from typing import Any, Callable, Sequence
 
 from spbench.errors import InputError
-from spbench.overrides import parse_overrides
 
 EXIT_USAGE = 2
 # Errors a person can fix: one line and exit code 2. Anything else is a bug: its traceback shows.
@@ -58,23 +58,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _case(args: argparse.Namespace, batch_size: int | None = None) -> Any:
+def _case(args: argparse.Namespace) -> Any:
+    """The case of estimate's options, checked as every front end checks them (spbench.options)."""
     from spbench.case import Case
+    from spbench.options import check_cases, method_overrides
 
-    case = Case(method=args.method, backbone=args.backbone,
-                batch_size=batch_size if batch_size is not None else args.batch_size,
-                seq_len=args.seq_len, objective=args.objective, device="cpu", dtype=args.dtype,
-                grad_checkpointing=args.grad_checkpointing, overrides=parse_overrides(args.set))
-    case.validate()
+    overrides = method_overrides([args.method], args.set)[args.method]
+    case = Case(method=args.method, backbone=args.backbone, batch_size=args.batch_size, seq_len=args.seq_len,
+                objective=args.objective, device="cpu", dtype=args.dtype,
+                grad_checkpointing=args.grad_checkpointing, overrides=overrides)
+    check_cases([case])
     return case
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
+    try:
+        return _estimate(args)
+    except Exception as exc:  # --json: stdout stays one JSON document, whatever happens
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
+        raise
+
+
+def _estimate(args: argparse.Namespace) -> int:
     from spbench.units import format_bytes, parse_bytes
 
+    if args.fit_over and not args.fit:
+        raise InputError("--fit-over needs --fit SIZE")
     if args.fit:
-        budget = parse_bytes(args.fit)
-        return _fit(args, budget)
+        return _fit(args, parse_bytes(args.fit))
     from spbench.measure.predict import predict
     from spbench.result import METRICS, PREDICTED, Result
 
@@ -92,51 +104,46 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace, budget: int) -> int:
-    """Largest batch size whose predicted CUDA peak fits ``budget`` (doubling, then bisection)."""
-    from spbench.case import build
-    from spbench.measure.predict import predict_built
-    from spbench.units import format_bytes
+    """--fit: the largest batch (or, --fit-over seq-len, the longest sequence) that fits."""
+    from spbench.fit import OVER, fit
 
-    cache: dict[int, int] = {}
-
-    def peak(batch: int) -> int:
-        if batch not in cache:
-            built, _ = build(_case(args, batch_size=batch))
-            cache[batch] = predict_built(built)["predicted_cuda_peak_bytes"]
-            print(f"  batch {batch:>5}: {format_bytes(cache[batch])}", file=sys.stderr)
-        return cache[batch]
-
-    if peak(1) > budget:
-        print(f"even batch size 1 needs {format_bytes(peak(1))} > {format_bytes(budget)}")
-        return 1
-    low, high = 1, 2
-    while peak(high) <= budget:
-        low, high = high, high * 2
-        if high > 1 << 16:
-            break
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (mid, high) if peak(mid) <= budget else (low, mid)
-    print(f"largest batch size that fits {format_bytes(budget)}: {low} "
-          f"(predicted peak {format_bytes(peak(low))})")
-    if args.json:
-        print(json.dumps({"fit_bytes": budget, "batch_size": low, "predicted_cuda_peak_bytes": peak(low)}))
-    return 0
+    over = OVER.get(args.fit_over or "batch-size")
+    if over is None:
+        raise InputError(f"--fit-over takes {' or '.join(OVER)}, not {args.fit_over!r}")
+    answer = fit(_case(args), budget, over, on_probe=lambda p: print(p.line(over), file=sys.stderr))
+    print(json.dumps(answer.to_json(), indent=2) if args.json else "\n".join(answer.lines()))
+    return 0 if answer.size is not None else 1
 
 
 # Subcommands that live in their own modules: each provides add_parser(subparsers).
-_MODULE_COMMANDS = ("spbench.runner", "spbench.reporting.command", "spbench.check")
+_MODULE_COMMANDS = ("spbench.runner", "spbench.reporting.command", "spbench.check", "spbench.sweep")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; when the command line asks for ``--json``, a usage error is also one
+    JSON object on stdout (stdout stays parseable in every outcome)."""
+
+    def __init__(self, *args: Any, json_errors: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.json_errors = json_errors
+
+    def error(self, message: str) -> Any:
+        if self.json_errors:
+            print(json.dumps({"error": message}))
+        super().error(message)
+
+
+def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
+    parser = _Parser(
+        json_errors=json_errors,
         prog="spbench",
         description="Benchmark memory, time and accuracy of selective parameter updating "
                     "(full FT, LoRA, Side-LoRA, LST, k-LST, MeZO, ...) on transformer encoders.",
         epilog="Memory figures: 'predicted' = a fake-tensor step with CUDA's allocator and kernels "
                "emulated (deterministic, no GPU needed); 'measured' = the real step on the device.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=functools.partial(_Parser, json_errors=json_errors))
     p = sub.add_parser("list", help="registered methods, backbones and objectives")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
@@ -145,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "its breakdown, parameter counts and FLOPs, without a GPU.")
     add_case_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object with DESIGN.md's keys")
-    p.add_argument("--fit", metavar="SIZE", help="answer the largest batch size whose peak fits SIZE (e.g. 8GiB)")
+    p.add_argument("--fit", metavar="SIZE",
+                   help="answer the largest batch size (at --seq-len) whose predicted peak fits SIZE (e.g. 8GiB), "
+                        "with the peak there and one step up; exit 1 when not even the smallest fits")
+    p.add_argument("--fit-over", metavar="DIM",
+                   help="with --fit: batch-size (default) or seq-len (the longest sequence at --batch-size)")
     p.set_defaults(func=cmd_estimate)
     for name in _MODULE_COMMANDS:
         try:
@@ -164,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not os.environ.get("SPBENCH_WARNINGS"):  # library deprecation chatter is not for users
         warnings.simplefilter("ignore")
-    parser = build_parser()
+    parser = build_parser(json_errors="--json" in (sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:

@@ -16,16 +16,24 @@ import torch
 from spbench.errors import InputError
 
 
+def max_seq_len(config: Any) -> int | None:
+    """The longest sequence a backbone's position embeddings allow (None: no such limit)."""
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_pos is None:
+        return None
+    # RoBERTa's positions start after padding_idx + 1.
+    offset = 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta") else 0
+    return int(max_pos) - offset
+
+
 def synthetic_batch(config: Any, batch_size: int, seq_len: int, seed: int = 0,
                     num_labels: int = 2) -> dict[str, torch.Tensor]:
     """Random token ids, a right-padded attention mask and labels; deterministic in ``seed``."""
     if batch_size < 1 or seq_len < 2:
         raise InputError(f"impossible shape: batch size {batch_size}, sequence length {seq_len}")
-    max_pos = getattr(config, "max_position_embeddings", None)
-    # RoBERTa's positions start after padding_idx + 1.
-    offset = 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta") else 0
-    if max_pos is not None and seq_len > max_pos - offset:
-        raise InputError(f"sequence length {seq_len} exceeds the backbone's {max_pos - offset} positions")
+    limit = max_seq_len(config)
+    if limit is not None and seq_len > limit:
+        raise InputError(f"sequence length {seq_len} exceeds the backbone's {limit} positions")
     gen = torch.Generator().manual_seed(seed)
     vocab = int(config.vocab_size)
     pad = getattr(config, "pad_token_id", 0) or 0
@@ -82,12 +90,90 @@ def find_split_file(folder: Path, split: str) -> Path:
 def _read_split(path: Path) -> Any:
     import datasets
 
+    if path.suffix in (".tsv", ".csv"):
+        scan_table(path)
+    elif path.suffix == ".jsonl":
+        scan_jsonl(path)
     builder, options = _FORMATS[path.suffix]
     try:
         ds = datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **options)
-    except Exception as exc:  # a parser error deep in datasets: say which file
-        raise InputError(f"cannot read SST-2 file {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    except Exception as exc:  # a parser error deep in datasets: say which file, and its real cause
+        raise InputError(f"cannot read SST-2 file {path}: {root_cause(exc)}") from exc
     return validate_split(ds, str(path))
+
+
+def root_cause(exc: BaseException) -> str:
+    """``Type: message`` of the innermost exception behind ``exc``: datasets wraps a parser's
+    error ("Expected 2 fields in line 202, saw 3") in a bare "An error occurred"."""
+    seen = [exc]
+    while (inner := seen[-1].__cause__ or seen[-1].__context__) is not None and inner not in seen:
+        seen.append(inner)
+    # The first inner error that is not datasets' own wrapper says what is wrong.
+    cause = next((e for e in seen[1:] if not type(e).__module__.startswith("datasets")), exc)
+    text = (str(cause).strip().splitlines() or [""])[0][:300]
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+def _text(path: Path) -> str:
+    """The file as UTF-8 text, or a ValueError naming the line and column of the first bad byte."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise InputError(f"SST-2 file {path}, line {line}: byte 0x{raw[exc.start]:02x} at column {column} "
+                         "is not UTF-8 (save the file as UTF-8)") from None
+    if not text.strip():
+        raise InputError(f"SST-2 file {path} is empty: it needs rows with a sentence and a label")
+    return text.removeprefix("\ufeff")
+
+
+def scan_jsonl(path: Path) -> None:
+    """Check a JSON-lines split line by line: each non-blank line one JSON object."""
+    import json
+
+    for number, line in enumerate(_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"SST-2 file {path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})") \
+                from None
+        if not isinstance(row, dict):
+            raise InputError(f"SST-2 file {path}, line {number}: expected a JSON object, got {type(row).__name__}")
+
+
+def scan_table(path: Path) -> None:
+    """Check a TSV / CSV split line by line before ``datasets`` parses it, so an error names the
+    file, the line and what is wrong: not UTF-8, empty, no rows, a row whose number of fields
+    differs from the header's, a label other than 0 or 1. Reads with the builder's own rules
+    (TSV: tab-separated, no quoting; CSV: the csv module's defaults); blank lines are skipped,
+    as pandas does."""
+    import csv
+    import io
+
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if path.suffix == ".tsv" else {}
+    reader = csv.reader(io.StringIO(_text(path), newline=""), **dialect)
+    try:
+        header = next(row for row in reader if row)
+        label = header.index("label") if "label" in header else None
+        rows = 0
+        for row in reader:
+            if not row:
+                continue
+            rows += 1
+            if len(row) != len(header):
+                raise InputError(f"SST-2 file {path}, line {reader.line_num}: expected {len(header)} fields "
+                                 f"({', '.join(header)}), saw {len(row)}")
+            if label is not None and row[label].strip() not in ("0", "1"):
+                raise InputError(f"SST-2 file {path} has labels outside {{0, 1}}: {row[label]!r} "
+                                 f"on line {reader.line_num}")
+    except csv.Error as exc:
+        raise InputError(f"SST-2 file {path}, line {reader.line_num}: {exc}") from None
+    if not rows:
+        raise InputError(f"SST-2 file {path} has a header ({', '.join(header)}) but no rows")
 
 
 def validate_split(ds: Any, where: str) -> Any:

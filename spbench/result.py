@@ -73,6 +73,39 @@ TRAINING_KEYS = ("train_config", "stages", "best_step")
 REQUIRED_KEYS = ("method", "backbone", "batch_size", "seq_len", "device", "schema_version")
 
 
+# The JSON types of the keys that are not Case fields (those take Case's annotations).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "method_config": (dict,), "device": (str,), "case_id": (str,), "schema_version": (int,),
+    "status": (str,), "reason": (str,), "train_config": (dict, type(None)), "stages": (list, type(None)),
+    "best_step": (int, type(None)),
+}
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
+def check_types(info: dict[str, Any]) -> None:
+    """Every identity, status and training key of one ``extra_info`` has its JSON type (an
+    integer is not a bool or a float, though older records' strings of digits pass); metrics
+    are numbers."""
+    hints = typing.get_type_hints(Case)
+    expected = {**{k: (hints[k],) for k in CASE_FIELDS if isinstance(hints[k], type)}, **_FIELD_TYPES}
+    for key, types in expected.items():
+        if key not in info:
+            continue
+        value = info[key]
+        if int in types and isinstance(value, str) and value.strip().isdigit():
+            continue  # an integer written as digits (older records): read as the integer
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise InputError(f"{key} is {shown}, not {' or '.join(_JSON_NAMES.get(t, t.__name__) for t in types)}")
+    for i, stage in enumerate(info.get("stages") or []):
+        if not isinstance(stage, dict):
+            raise InputError(f"stages[{i}] is {stage!r:.40}, not an object")
+    for key in METRICS.keys() & info.keys():
+        if not isinstance(info[key], (int, float)) or isinstance(info[key], bool):
+            raise InputError(f"{key} is {info[key]!r:.40}, not a number")
+
+
 @dataclass
 class Result:
     """One case's identity, status and metrics (the ``extra_info`` of a benchmark).
@@ -133,13 +166,13 @@ class Result:
     @classmethod
     def from_extra_info(cls, info: dict[str, Any], name: str = "") -> "Result":
         """Read one ``extra_info`` back (records of older spbench included: a Case field they
-        lack takes its default; ``case_id`` falls back to the benchmark's ``name``)."""
+        lack takes its default; ``case_id`` falls back to the benchmark's ``name``).
+
+        Raises InputError naming the first field whose JSON type is wrong.
+        """
+        check_types(info)
         hints = typing.get_type_hints(Case)
-        fields = {}
-        for key in CASE_FIELDS:
-            if key in info:
-                value = info[key]
-                fields[key] = hints[key](value) if hints[key] in (int, float, str) else value
+        fields = {key: int(info[key]) if hints[key] is int else info[key] for key in CASE_FIELDS if key in info}
         if info["device"] != PREDICTED:
             fields["device"] = info["device"]
         known = set(IDENTITY_KEYS) | set(METRICS) | set(TRAINING_KEYS) | {"status", "reason"}

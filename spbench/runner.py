@@ -7,17 +7,22 @@
 It runs ``pytest benchmarks/...`` from a clone of the repository (the benchmark cases live
 there, not in the installed package) and renders the JSON with ``spbench report``. The JSON
 is written under a temporary name and renamed only when pytest finished, so an interrupted
-run leaves no half-written file.
+run leaves no half-written file. SIGINT, SIGTERM and SIGHUP are passed on to pytest (a second
+one kills it); once it has exited, the temporary file is removed and the run exits with
+128 + the signal's number.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType, TracebackType
 
 from spbench.errors import InputError
+from spbench.reporting.command import FORMATS
 
 
 def find_benchmarks(explicit: str | None = None) -> Path:
@@ -29,6 +34,60 @@ def find_benchmarks(explicit: str | None = None) -> Path:
         if (path / "conftest.py").is_file():
             return path
     raise InputError("no benchmarks/ folder found: run from a clone of spbench or pass --benchmarks PATH")
+
+
+class Interrupted(BaseException):
+    """A signal stopped the run (a BaseException, like KeyboardInterrupt: cleanup runs, no
+    handler mistakes it for an error of the input)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class Signals:
+    """Within: SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (so ``finally`` blocks
+    remove temporary files), or, while :meth:`call` runs a child, are passed on to it."""
+
+    CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[bytes] | None = None
+        self.received: list[int] = []
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "Signals":
+        self._previous = {s: signal.signal(s, self._handle) for s in self.CAUGHT}
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum if len(self.received) == 1 else signal.SIGKILL)
+            return
+        raise Interrupted(signum)
+
+    def call(self, cmd: list[str], cwd: Path) -> int:
+        """Run ``cmd`` and wait for it; raise :class:`Interrupted` once it has exited if a signal came.
+
+        The child gets a session of its own, so a Ctrl-C in the terminal reaches it once,
+        through this process, rather than twice.
+        """
+        self.child = subprocess.Popen(cmd, cwd=cwd, start_new_session=True)
+        try:
+            code = self.child.wait()
+        finally:
+            if self.child.poll() is None:  # an error of our own: never leave pytest running behind
+                self.child.kill()
+                self.child.wait()
+            self.child = None
+        if self.received:
+            raise Interrupted(self.received[0])
+        return code
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -53,9 +112,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sst2-dir", default=None, help="SST-2 folder (else $SPBENCH_SST2_DIR, else the hub)")
     p.add_argument("--budget", default="", help="accuracy: examples=N | steps=N | epochs=N (default: examples=8000)")
     p.add_argument("--accuracy-shape", default="", help="accuracy: BATCHxMAXLEN (default: 32x64)")
-    p.add_argument("--seed", default="", help="accuracy: training seed (default: 0)")
+    p.add_argument("--seed", type=int, default=None, help="accuracy: training seed (default: 0)")
     p.add_argument("--benchmarks", default=None, help="path of the benchmarks/ folder")
-    p.add_argument("--format", default="markdown", help="report format written to OUT (default: %(default)s)")
+    p.add_argument("--format", default="markdown", choices=FORMATS,
+                   help="report format written to OUT (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -84,22 +144,96 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path) -> li
     return cmd
 
 
-def run(args: argparse.Namespace) -> int:
-    from spbench.reporting.command import cmd_report, report_args
+def check_options(args: argparse.Namespace) -> None:
+    """Every option, before pytest starts (the same checks as benchmarks/conftest.py makes)."""
+    import os
 
-    bench = find_benchmarks(args.benchmarks)
+    from spbench.options import Options
+
+    if args.name and (os.sep in args.name or args.name.startswith(".")):
+        raise InputError(f"--name {args.name!r}: a file stem, without '{os.sep}' or a leading '.'")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; --out names a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: the folder is not writable")
+    kinds = ("accuracy",) if args.accuracy else ("memory",) if args.memory_only else ("memory", "step")
+    Options(methods=args.methods, backbones=args.backbones, shapes=args.shapes, dtypes=args.dtypes,
+            grad_checkpointing=args.grad_checkpointing, objective=args.objective, device=args.device, sets=tuple(args.set), budget=args.budget,
+            accuracy_shape=args.accuracy_shape, sst2_dir=args.sst2_dir).validate(kinds)
+
+
+def run(args: argparse.Namespace) -> int:
+    bench = find_benchmarks(args.benchmarks)
+    check_options(args)
+    out = Path(args.out)
     stem = args.name or ("accuracy" if args.accuracy else "cuda" if args.device.startswith("cuda") else "cpu")
     final, partial = out / f"{stem}.json", out / f".{stem}.json.partial"
     cmd = pytest_command(args, bench, partial)
     print("$ " + " ".join(cmd), flush=True)
-    code = subprocess.call(cmd, cwd=bench.parent)
-    if not partial.is_file():
-        raise InputError(f"pytest exited with {code} and wrote no results")
+    kept: Path | None = None
+    with Signals() as signals:
+        try:
+            code = signals.call(cmd, bench.parent)
+            kept = _keep_or_replace(partial, final, code)
+            return _report(args, out, kept, code)
+        except Interrupted as exc:
+            done = f"this run's results are in {kept}" if kept else "pytest stopped; no results kept from this run"
+            print(f"spbench run: {exc}: {done}", file=sys.stderr)
+            return 128 + exc.signum
+        except NoResults as exc:
+            print(f"spbench run: {exc}", file=sys.stderr)
+            return code or 1
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+class NoResults(Exception):
+    """pytest recorded no case: nothing to keep, and nothing replaced."""
+
+
+def ok_cases(path: Path) -> tuple[int, int] | None:
+    """(successful, all) benchmark entries of a pytest-benchmark JSON; None if it is not one."""
+    import json
+
+    try:
+        benchmarks = json.loads(path.read_text(encoding="utf-8")).get("benchmarks")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(benchmarks, list):
+        return None
+    infos = [b.get("extra_info") if isinstance(b, dict) else None for b in benchmarks]
+    return sum(isinstance(i, dict) and i.get("status", "ok") == "ok" for i in infos), len(benchmarks)
+
+
+def _keep_or_replace(partial: Path, final: Path, code: int) -> Path:
+    """Move this run's results to ``final``, unless that would replace a file holding more
+    successful cases: then they go beside it, under a timestamped name, and it is said."""
+    import time
+
+    new = ok_cases(partial) if partial.is_file() else None
+    if not new or not new[1]:
+        raise NoResults(f"pytest exited with {code} and recorded no case (see its output above); "
+                        f"{final if final.exists() else 'no result file'} left as it was")
+    old = ok_cases(final) if final.exists() else None
+    if old is not None and new[0] < old[0]:
+        kept = final
+        final = final.with_name(f"{final.stem}.{time.strftime('%Y%m%d-%H%M%S')}.json")
+        print(f"spbench run: {kept} holds {old[0]} successful case(s), this run {new[0]} of {new[1]}: "
+              f"kept {kept}; this run's results are in {final}", file=sys.stderr)
     partial.replace(final)
+    return final
+
+
+def _report(args: argparse.Namespace, out: Path, final: Path, code: int) -> int:
+    from spbench.reporting.command import cmd_report, report_args
+
     suffix = {"markdown": "md", "latex": "tex", "csv": "csv", "terminal": "txt"}.get(args.format, "md")
-    report = out / f"{stem}-report.{suffix}"
+    report = out / f"{final.stem}-report.{suffix}"
     cmd_report(report_args([str(final)], format=args.format, output=str(report)))
     cmd_report(report_args([str(final)], format="terminal"))
     print(f"\nresults: {final}\nreport:  {report}")

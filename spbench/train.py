@@ -126,16 +126,28 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def batches(rows: Sequence[dict[str, Any]], batch_size: int, pad_id: int, seed: int) -> Iterator[dict[str, "torch.Tensor"]]:
-    """Endless shuffled batches: a fresh permutation per epoch from a generator seeded once,
-    so the data order depends on ``seed`` alone (never on the global RNG the model also uses)."""
+def batches(rows: Sequence[dict[str, Any]], batch_size: int, pad_id: int, seed: int,
+            group_by_length: bool = True) -> Iterator[dict[str, "torch.Tensor"]]:
+    """Endless shuffled batches: a fresh order per epoch from a generator seeded once, so the
+    data order depends on ``seed`` alone (never on the global RNG the model also uses).
+
+    ``group_by_length``: each epoch's order comes from transformers' ``LengthGroupedSampler``
+    (what the Trainer's ``group_by_length`` uses): a random permutation cut into mega-batches
+    of up to 50 batches, each sorted by length. A batch is padded to its own longest row, so
+    rows of similar length waste almost no compute on padding. Off: a plain permutation.
+    """
     import torch
 
     from spbench.data import collate
 
     gen = torch.Generator().manual_seed(seed)
+    grouped = None
+    if group_by_length:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        grouped = LengthGroupedSampler(batch_size, lengths=[len(r["input_ids"]) for r in rows], generator=gen)
     while True:
-        order = torch.randperm(len(rows), generator=gen).tolist()
+        order = list(grouped) if grouped is not None else torch.randperm(len(rows), generator=gen).tolist()
         for start in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
             yield collate([rows[i] for i in order[start:start + batch_size]], pad_id)
 
@@ -194,7 +206,7 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
         eval_rows: Sequence[dict[str, Any]] | None, budget: Budget, *, batch_size: int = DEFAULT_BATCH_SIZE,
         seed: int = 0, warmup: float = DEFAULT_WARMUP, clip: float | None = DEFAULT_CLIP,
         eval_every: int = 0, pad_id: int = 0, device: str = "cpu", progress: bool | None = None,
-        measure_peak: bool = True, label: str = "") -> TrainResult:
+        measure_peak: bool = True, label: str = "", group_by_length: bool = True) -> TrainResult:
     """Train ``model`` (already prepared by ``method``) on tokenised rows, then score ``eval_rows``.
 
     Args:
@@ -205,6 +217,7 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
         eval_every: score ``eval_rows`` every N steps and restore the best checkpoint at the end.
         progress: a rich progress bar; None shows it only when stdout is a terminal.
         measure_peak: track one extra steady-state step on the largest batch shape afterwards.
+        group_by_length: batches of similar lengths (``batches``), so little compute goes to padding.
     """
     import torch
     from transformers import get_constant_schedule, get_linear_schedule_with_warmup
@@ -225,7 +238,7 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
     hooks = ClipHooks(trainable_parameters(model), clip if method.uses_backward else None)
     result = TrainResult()
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    data = batches(train_rows, batch_size, pad_id, seed)
+    data = batches(train_rows, batch_size, pad_id, seed, group_by_length)
     started, eval_time = time.perf_counter(), 0.0
     with _progress(progress, total, label) as advance:
         for step in range(1, total + 1):
@@ -325,7 +338,8 @@ def _progress(show: bool | None, total: int, label: str) -> Iterator[Any]:
 
 def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | None = None, *,
                  seed: int = 0, warmup: float = DEFAULT_WARMUP, clip: float | None = DEFAULT_CLIP,
-                 eval_every: int = 0, progress: bool | None = None) -> tuple["Result", TrainResult]:
+                 eval_every: int = 0, progress: bool | None = None,
+                 group_by_length: bool = True) -> tuple["Result", TrainResult]:
     """Build ``case`` (``seq_len`` is the max token length), train it on SST-2 train, score it
     on dev. Returns the case's Result (metrics, training configuration, stages) and the run.
 
@@ -353,7 +367,8 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         stage_budget = _share(budget, stage.share)
         res = fit(stage.method, stage.model, objective, train_rows, dev_rows, stage_budget,
                   batch_size=case.batch_size, seed=seed, warmup=warmup, clip=clip, eval_every=eval_every,
-                  pad_id=pad_id, device=case.device, progress=progress, label=f"{case.id} [{stage.method.name}]")
+                  pad_id=pad_id, device=case.device, progress=progress, label=f"{case.id} [{stage.method.name}]",
+                  group_by_length=group_by_length)
         per_stage.append({"method": stage.method.name, "objective": stage.objective, **res.metrics()})
         res.train_examples += result.train_examples
         res.train_steps += result.train_steps
@@ -367,6 +382,7 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
     train_config = {
         "budget": str(budget), "seed": seed, "warmup": warmup, "clip": clip if built.method.uses_backward else None,
         "eval_every": eval_every, "max_len": case.seq_len, "lr_schedule": lr_schedule(built.method),
+        "group_by_length": group_by_length,
         "peak": "tracked steady-state step at the largest batch shape",
     }
     # A multi-stage run keeps each stage's own peak, time and score; its top-level figures are overall.

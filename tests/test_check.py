@@ -194,3 +194,60 @@ def test_gate_catches_a_method_that_keeps_an_extra_activation(tmp_path: Path,
     assert code == 1
     assert "predicted_cuda_peak_bytes" in out
     assert check(capsys, docs["baseline"], docs["baseline"])[0] == 0
+
+
+def _set(case_id: str, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        predicted(doc, case_id)[key] = value
+
+    return edit
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_figure_that_is_not_a_finite_number_fails_on_either_side(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], value: float) -> None:
+    bad = derived(tmp_path, "bad.json", _set(CASE, "predicted_cuda_peak_bytes", value))
+    for current, baseline, side in ((bad, FIXTURE, "current"), (FIXTURE, bad, "baseline")):
+        code, out, err = check(capsys, current, baseline)
+        assert code == 1, (side, out)
+        line = next(line for line in out.splitlines() if line.startswith(CASE))
+        assert "predicted_cuda_peak_bytes" in line and f"not a finite number ({side})" in line
+        assert "ok:" not in out and "FAILED" in err
+
+
+def test_a_figure_missing_from_the_baseline_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def drop(doc: dict[str, Any]) -> None:
+        del predicted(doc, CASE)["mem_grads_bytes"]
+
+    code, out, _ = check(capsys, FIXTURE, derived(tmp_path, "fewer.json", drop))
+    assert code == 1 and "missing in baseline" in out and "mem_grads_bytes" in out
+
+
+def test_a_case_failed_on_both_sides_still_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    failed = derived(tmp_path, "failed.json", _set(CASE, "status", "failed"))
+    assert check(capsys, failed, failed)[0] == 1
+
+
+def test_update_refuses_to_lock_in_a_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(FIXTURE.read_text())
+    for name, edit in (("nan.json", _set(CASE, "mem_params_bytes", float("nan"))),
+                       ("failed.json", _set(CASE, "status", "failed"))):
+        code, out, err = check(capsys, derived(tmp_path, name, edit), baseline, "--update")
+        assert code == 1 and "not updating" in out and "baseline unchanged" in err
+        assert baseline.read_text() == FIXTURE.read_text()
+
+
+def test_update_across_schema_versions_replaces_without_failing(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    def bump(doc: dict[str, Any]) -> None:
+        for b in doc["benchmarks"]:
+            b["extra_info"]["schema_version"] = 2
+        predicted(doc, CASE)["predicted_cuda_peak_bytes"] *= 2
+
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(FIXTURE.read_text())
+    current = derived(tmp_path, "v2.json", bump)
+    code, out, err = check(capsys, current, baseline, "--update")
+    assert code == 0 and "FAILED" not in out + err and "schema_version 1 -> 2" in out
+    assert check(capsys, current, baseline)[0] == 0

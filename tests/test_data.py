@@ -86,8 +86,43 @@ def test_labels_outside_01(sst2_folder: Path, bad: object) -> None:
 def test_unparsable_file_names_it(sst2_folder: Path) -> None:
     (sst2_folder / "dev.tsv").unlink()
     (sst2_folder / "dev.jsonl").write_text("{not json\n")
-    with pytest.raises(ValueError, match=r"cannot read SST-2 file .*dev\.jsonl"):
+    with pytest.raises(ValueError, match=r"SST-2 file .*dev\.jsonl, line 1: not valid JSON"):
         load_sst2(str(sst2_folder))
+
+
+def _stray_field(folder: Path) -> None:
+    lines = (folder / "train.tsv").read_text().splitlines(keepends=True)
+    lines[2] = lines[2].rstrip("\n") + "\textra\n"
+    (folder / "train.tsv").write_text("".join(lines))
+
+
+def _latin1(folder: Path) -> None:
+    with open(folder / "train.tsv", "ab") as fh:
+        fh.write(b"caf\xe9 au lait\t1\n")
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (_stray_field, r"train\.tsv, line 3: expected 2 fields \(sentence, label\), saw 3"),
+    (_latin1, r"train\.tsv, line 6: byte 0xe9 at column 4 is not UTF-8"),
+    (lambda f: (f / "train.tsv").write_text(""), r"train\.tsv is empty"),
+    (lambda f: write_tsv(f / "train.tsv", []), r"train\.tsv has a header \(sentence, label\) but no rows"),
+    (lambda f: write_tsv(f / "dev.tsv", DEV + [("odd ", "x")]), r"dev\.tsv has labels outside .*'x' on line 5"),
+    (lambda f: ((f / "dev.tsv").unlink(), (f / "dev.jsonl").write_text('{"sentence": "a", "label": 1}\n{oops\n')),
+     r"dev\.jsonl, line 2: not valid JSON"),
+], ids=["stray-field", "not-utf8", "empty", "header-only", "bad-label", "bad-jsonl"])
+def test_a_bad_file_says_which_line_and_what(sst2_folder: Path, break_it, message: str) -> None:
+    break_it(sst2_folder)
+    with pytest.raises(ValueError, match=message) as info:
+        load_sst2(str(sst2_folder))
+    assert "An error occurred" not in str(info.value)
+
+
+def test_a_parser_error_keeps_its_cause(sst2_folder: Path) -> None:
+    (sst2_folder / "dev.tsv").unlink()
+    (sst2_folder / "dev.parquet").write_bytes(b"not a parquet file")
+    with pytest.raises(ValueError, match=r"dev\.parquet: ArrowInvalid: .*[Pp]arquet") as info:
+        load_sst2(str(sst2_folder))
+    assert info.value.__cause__ is not None  # the library's error stays chained for a debugger
 
 
 def test_hub_fallback_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -360,3 +360,45 @@ def test_terminal_output_file_is_never_squeezed(tmp_path: Path, capsys: pytest.C
     lines = target.read_text().splitlines()
     assert any("peak memory (predicted CUDA) [MiB] ↓" in line for line in lines)
     assert all(line == line.rstrip() for line in lines)
+
+
+def _fail_without_config(case_id: str, device: str) -> Callable[[dict[str, Any]], None]:
+    """The record of a case that failed before its configuration was recorded (older files, or
+    a configuration that could not be built): no method_config, no figures."""
+    def edit(doc: dict[str, Any]) -> None:
+        for info in infos(doc, case_id, device):
+            for key in [k for k in info if k in METRICS or k == "method_config"]:
+                del info[key]
+            info.update(status="failed", reason="RuntimeError: boom")
+
+    return edit
+
+
+def test_a_failed_record_joins_its_cases_row(tmp_path: Path) -> None:
+    path = derived(tmp_path, "tiny.json", _fail_without_config("lora-tiny-bert-b16-s128", "cpu"))
+    _, records = load([path])
+    rows = merge_rows(records)
+    _, good = load([FIXTURE])
+    assert len(rows) == len(merge_rows(good))  # no row of its own
+    assert {row.label for row in rows} == {"full_ft", "lora", "side_lora"}  # nobody relabelled
+    failed = next(r for r in rows if r.case_id == "lora-tiny-bert-b16-s128")
+    assert failed.status_text == "measured (cpu) failed" and failed.reasons["cpu"] == "RuntimeError: boom"
+    assert failed.method_config["r"] == 8  # the configuration the predicted record holds
+    assert "predicted_cuda_peak_bytes" in failed.metrics and "peak_bytes" not in failed.metrics
+
+
+def test_an_unplaceable_record_without_configuration_is_said_so(tmp_path: Path) -> None:
+    def two_configs_and_a_stray(doc: dict[str, Any]) -> None:
+        extra = copy.deepcopy([b for b in doc["benchmarks"] if b["extra_info"]["case_id"] == "lora-tiny-bert-b16-s128"])
+        for b in extra:
+            b["extra_info"]["method_config"]["r"] = 16
+            b["extra_info"]["case_id"] = b["name"] = "lora-tiny-bert-b16-s128-r=16"
+        stray = copy.deepcopy(extra[-1])
+        stray["extra_info"].update(case_id="lora-tiny-bert-b16-s128-r=4", status="failed", reason="boom")
+        del stray["extra_info"]["method_config"]
+        doc["benchmarks"] += extra + [stray]
+
+    _, records = load([derived(tmp_path, "tiny.json", two_configs_and_a_stray)])
+    labels = {row.case_id: row.label for row in merge_rows(records)}
+    assert labels["lora-tiny-bert-b16-s128"] == "lora (r=8)" and labels["lora-tiny-bert-b16-s128-r=16"] == "lora (r=16)"
+    assert labels["lora-tiny-bert-b16-s128-r=4"] == "lora (configuration not recorded)"

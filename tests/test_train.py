@@ -238,3 +238,24 @@ def test_multi_stage_run_reports_each_stage(tmp_path: Path) -> None:
     assert info["train_steps"] == sum(s["train_steps"] for s in stages)
     assert info["peak_bytes"] == max(s["peak_bytes"] for s in stages)
     assert info["train_time_s"] == pytest.approx(sum(s["train_time_s"] for s in stages))
+
+
+def test_length_grouped_batches_pad_less_and_keep_every_row() -> None:
+    from itertools import islice
+
+    from spbench.train import batches
+
+    rng = random.Random(0)
+    rows = [{"input_ids": [101] + [7] * rng.randint(1, 60), "labels": i % 2, "row": i} for i in range(640)]
+
+    def epoch(grouped: bool, seed: int = 0) -> list[dict]:
+        return list(islice(batches(rows, 16, 0, seed, group_by_length=grouped), 640 // 16))
+
+    plain, grouped = epoch(False), epoch(True)
+    for run in (plain, grouped):  # one epoch: every row exactly once
+        assert sorted(int(r) for b in run for r in b["row"]) == list(range(640))
+    real = sum(len(r["input_ids"]) for r in rows)
+    padded = {name: sum(b["input_ids"].numel() for b in run) for name, run in (("plain", plain), ("grouped", grouped))}
+    assert padded["grouped"] < 0.7 * padded["plain"] and padded["grouped"] >= real
+    assert [b["row"].tolist() for b in grouped] == [b["row"].tolist() for b in epoch(True)]  # seeded
+    assert [b["row"].tolist() for b in grouped] != [b["row"].tolist() for b in epoch(True, seed=1)]

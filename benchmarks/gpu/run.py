@@ -45,7 +45,10 @@ def main() -> int:
     parser.add_argument("--shards", type=int, default=0, help="parallel prediction processes (0: auto)")
     args = parser.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # an existing file, an unwritable parent: one line, exit 2
+        parser.error(f"--out {out}: cannot create the folder ({exc.strerror or exc})")
     plan = TINY if args.tiny else FULL
     start = time.time()
     deadline = start + args.budget_s

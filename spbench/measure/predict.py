@@ -20,7 +20,11 @@ from spbench.measure.step import ChainHooks, autocast_for, step_fn
 
 
 def _fake_batch(batch: dict[str, torch.Tensor], mode: Any) -> dict[str, torch.Tensor]:
-    return {k: mode.from_tensor(v) for k, v in batch.items()}
+    """Fake CPU copies of a batch; a batch on the meta device (a size search builds no real
+    batch) becomes fake CPU tensors of the same shapes."""
+    cpu = torch.device("cpu")
+    return {k: mode.fake_tensor_converter.from_meta_and_device(mode, v, cpu) if v.is_meta else mode.from_tensor(v)
+            for k, v in batch.items()}
 
 
 def predict_built(built: Built, plain: torch.nn.Module | None = None,

@@ -85,7 +85,7 @@ class Method:
     # Weights that may be stored in half precision without a backprop optimizer updating them
     # there (MeZO's forward-only updates, LST's frozen backbone): ``to_half_weights`` casts them.
     supports_half_weights: ClassVar[bool] = False
-    lr: float = 1e-4
+    lr: float = dataclasses.field(default=1e-4, metadata={"search": "x0.1:x10:log"})  # sweep space
     weight_decay: float = 0.0
 
     def prepare(self, backbone: "Backbone") -> "nn.Module":

@@ -42,7 +42,7 @@ class LoRA(Method):
 
     summary = "LoRA adapters via peft (r=8, alpha=16, query/value) + head"
     lr: float = 5e-4
-    r: int = 8
+    r: int = dataclasses.field(default=8, metadata={"search": "4,8,16"})  # sweep space
     alpha: int = 16
     dropout: float = 0.1
     targets: tuple[str, ...] = ()  # empty: resolved per architecture

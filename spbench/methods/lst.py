@@ -20,7 +20,7 @@ frozen MLM head; backward then reads that head's weights (it must, to reach the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from spbench.errors import InputError
@@ -98,7 +98,7 @@ class KLST(LST):
     """
 
     summary = "k-LST: LST whose ladders fuse a window of k backbone layers by attention (k=3)"
-    k: int = 3
+    k: int = field(default=3, metadata={"search": "1,3,6"})  # sweep space
     window_dropout: float = 0.0
     pool_all: bool = False
 

@@ -28,7 +28,7 @@ schedule, weight decay 0, batch 64, prompt objective.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
 from spbench.errors import InputError
@@ -150,7 +150,7 @@ class MeZO(Method):
     summary = "MeZO: zeroth-order SGD from two forward passes, no backward (inference memory)"
     lr: float = 1e-6
     weight_decay: float = 0.0
-    eps: float = 1e-3
+    eps: float = field(default=1e-3, metadata={"search": "1e-4:1e-2:log"})  # sweep space
     trainable: str = "all"
     seed: int = 0
     chunk_elements: int = 1 << 20

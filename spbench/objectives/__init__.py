@@ -33,7 +33,7 @@ OBJECTIVES.register("classification")(Classification())
 
 
 def get(name: str) -> Objective:
-    if name == "prompt" and "prompt" not in OBJECTIVES:
+    if name not in OBJECTIVES:  # "prompt", or a name whose error should list it too
         import importlib
 
         importlib.import_module("spbench.prompt")  # registers itself

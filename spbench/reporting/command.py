@@ -45,12 +45,14 @@ def render(args: argparse.Namespace) -> str:
     """The report text for ``args`` ("" for the terminal format printed straight to stdout)."""
     from spbench.reporting import render as r
     from spbench.reporting import tables
-    from spbench.reporting.results import load, merge_rows
+    from spbench.reporting.results import load
+    from spbench.reporting.seeds import merge_over_seeds
+    from spbench.reporting.sweep import trial_tables
 
     if args.compare and args.baseline:
         raise InputError("--compare and --baseline are separate views; pass one of them")
     sources, records = load(args.files)
-    rows = merge_rows(records)
+    rows = merge_over_seeds(records)  # runs repeated over seeds: one row, mean ± std (n)
     if args.plot:
         from spbench.reporting.plot import plot
 
@@ -62,6 +64,8 @@ def render(args: argparse.Namespace) -> str:
         return r.csv_rows(rows, base)
     report = (tables.compare(sources, rows, *args.compare) if args.compare
               else tables.overview(sources, rows, args.baseline))
+    if not args.compare:
+        report.tables += trial_tables(records)  # a sweep's studies: every trial, the best configuration
     if args.format == "markdown":
         return r.markdown(report)
     if args.format == "latex":

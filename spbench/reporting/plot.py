@@ -70,6 +70,11 @@ def _scatter(ax: Any, rows: list[Row], y_key: str) -> None:
         pts = [(_memory(r) / mem_scale.divisor, r.metrics[y_key] / y_scale.divisor) for r in rs]
         color = f"C{n % 10}"
         ax.scatter(*zip(*pts), color=color, label=title, zorder=3)
+        spread = [(x, y, r.spread[y_key][0] / y_scale.divisor) for r, (x, y) in zip(rs, pts)
+                  if r.spread.get(y_key, (None, 0))[0] is not None]
+        if spread:  # runs repeated over seeds: one standard deviation
+            xs, ys, errs = zip(*spread)
+            ax.errorbar(xs, ys, yerr=errs, fmt="none", ecolor=color, capsize=3, zorder=2)
         front = sorted(pareto(pts, metric.higher_is_better), key=lambda i: pts[i])
         ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post", color=color,
                 linestyle="--", linewidth=1, zorder=2)
@@ -81,7 +86,8 @@ def _scatter(ax: Any, rows: list[Row], y_key: str) -> None:
     ax.set_xlabel(f"peak memory (predicted CUDA) [{mem_scale.unit}] ↓")
     ax.set_ylabel(f"{metric.label} [{y_scale.unit}] {arrow}")
     ax.set_title("peak memory vs " + ("accuracy" if y_key == "sst2_accuracy" else "step time (no accuracy cases)")
-                 + "\ncircled, dashed: Pareto front per group", fontsize=10)
+                 + "\ncircled, dashed: Pareto front per group"
+                 + ("; bars: ±1 std over seeds" if any(r.spread for _, rs in data for r in rs) else ""), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
 

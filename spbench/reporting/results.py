@@ -80,6 +80,12 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
                        f"write one with: pytest benchmarks/ --benchmark-json={p.name}")
     if not doc["benchmarks"]:
         raise InputError(f"{p}: the benchmark list is empty (no case ran or every case was deselected)")
+    for key, kind in (("machine_info", dict), ("commit_info", dict), ("datetime", str)):
+        if doc.get(key) is not None and not isinstance(doc[key], kind):
+            raise InputError(f"{p}: {key} is {doc[key]!r:.40}, not {'an object' if kind is dict else 'a string'}")
+    cpu = (doc.get("machine_info") or {}).get("cpu")
+    if cpu is not None and not isinstance(cpu, dict):
+        raise InputError(f"{p}: machine_info.cpu is {cpu!r:.40}, not an object")
     return doc
 
 
@@ -92,9 +98,6 @@ def records_of(doc: dict[str, Any], source: str) -> list[Record]:
         if missing:
             raise InputError(f"{source}: benchmark {name!r} carries no spbench result "
                            f"(extra_info lacks {', '.join(missing)}); is this a run of benchmarks/?")
-        for key in METRICS.keys() & info.keys():
-            if not isinstance(info[key], (int, float)) or isinstance(info[key], bool):
-                raise InputError(f"{source}: benchmark {name!r}: {key} is {info[key]!r}, not a number")
         try:
             result = Result.from_extra_info(info, name)
         except (TypeError, ValueError) as exc:
@@ -145,6 +148,7 @@ class Row:
     stages: list[dict[str, Any]] | None = None
     best_step: int | None = None
     label: str = ""
+    spread: dict[str, tuple[float | None, int]] = field(default_factory=dict)  # over seeds: (std, n) (seeds.py)
 
     def __getattr__(self, name: str) -> Any:  # row.method, row.backbone, ...: the case's fields
         if name in CASE_FIELDS:
@@ -210,15 +214,28 @@ def _merge_into(row: Row, rec: Record) -> None:
 def merge_rows(records: list[Record]) -> list[Row]:
     """One row per (case, measured device); predicted figures join every measured row of their case."""
     cases: dict[tuple[Any, ...], dict[str, list[Record]]] = {}
+    by_id: dict[str, tuple[Any, ...]] = {}
+    unknown = []  # records without a method_config (a case that failed before recording it)
     for rec in records:
         r = rec.result
+        if not r.method_config:
+            unknown.append(rec)
+            continue
         key = (*(_key(getattr(r.case, k)) for k in CASE_FIELDS), _config_key(r.method_config))
+        cases.setdefault(key, {}).setdefault(r.device, []).append(rec)
+        by_id.setdefault(r.case_id, key)
+    for rec in unknown:  # joins its case's row (same case id, else the case's only configuration)
+        r = rec.result
+        fields = tuple(_key(getattr(r.case, k)) for k in CASE_FIELDS)
+        same_case = [k for k in cases if k[:-1] == fields]
+        key = by_id.get(r.case_id) or (same_case[0] if len(same_case) == 1 else (*fields, _config_key({})))
         cases.setdefault(key, {}).setdefault(r.device, []).append(rec)
     rows = []
     for by_device in cases.values():
         predicted = by_device.pop(PREDICTED, [])
         for device in sorted(by_device) or [None]:
-            first = (predicted or by_device[device])[0].result
+            records_here = predicted + (by_device[device] if device else [])
+            first = next((rec.result for rec in records_here if rec.result.method_config), records_here[0].result)
             row = Row(first.case, first.method_config, device, first.case_id)
             measured = sorted(by_device[device] if device else [], key=_is_training_run)
             for rec in predicted + measured:
@@ -232,9 +249,13 @@ def _label(rows: list[Row]) -> None:
     """Name rows by method, plus the hyperparameters that tell its configurations apart."""
     configs: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        configs.setdefault(row.method, []).append(row.method_config)
+        if row.method_config:  # an unrecorded configuration tells nothing apart
+            configs.setdefault(row.method, []).append(row.method_config)
     for row in rows:
-        seen = configs[row.method]
+        seen = configs.get(row.method, [])
+        if not row.method_config and seen:
+            row.label = f"{row.method} (configuration not recorded)"
+            continue
         differing = sorted(k for k in {k for c in seen for k in c}
                            if len({_config_key({"v": c.get(k)}) for c in seen}) > 1)
         extra = ", ".join(f"{k}={_short(row.method_config.get(k))}" for k in differing)
@@ -283,6 +304,9 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
         except OSError as exc:
             raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
         return
+    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise InputError(f"cannot write {target}: {blocking} is a file, not a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

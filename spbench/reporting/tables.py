@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from spbench.errors import InputError
 from spbench.reporting.results import Row, Source, groups
+from spbench.reporting.seeds import spread_text
 from spbench.result import METRICS, PREDICTED, Metric
 
 # Markers (Unicode private use area): renderers replace them.
@@ -164,7 +165,7 @@ def overview_table(title: str, rows: list[Row], baseline: str | None = None) -> 
             if value is None:
                 cells[i].append(NONE)
                 continue
-            text = fmt(value, scale)
+            text = fmt(value, scale) + spread_text(row, key, scale.divisor, scale.decimals)
             text = bold(text) if i in best else text
             if base is not None and row is not base_row:
                 text += f" ({value / base * 100:.1f}%)" if base else " (n/a)"

@@ -1,0 +1,212 @@
+"""Seeds and sweeps in reports: configurations as mean ± std (n) over seeds, the best one with
+its hyperparameters, the Pareto front of accuracy vs predicted peak, a study's trial table.
+
+A configuration is everything that defines a training run except its seed: the case (method,
+backbone, shape, objective, dtype, device), every hyperparameter and the training setup. Runs
+of one configuration with different seeds are its samples; the standard deviation is the
+sample one (n - 1), shown only when n > 1. A failed run is counted apart, never averaged.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+SPREAD_METRICS = ("sst2_accuracy", "sst2_f1")
+_CASE_KEYS = ("method", "backbone", "objective", "batch_size", "seq_len", "dtype")
+
+
+def seed_of(info: dict[str, Any]) -> int | None:
+    train = info.get("train_config") or {}
+    return train.get("seed") if isinstance(train, dict) else None
+
+
+def config_of(info: dict[str, Any]) -> str:
+    """A configuration's identity: the case, its hyperparameters, the training setup bar the seed."""
+    train = {k: v for k, v in (info.get("train_config") or {}).items() if k != "seed"}
+    return json.dumps({**{k: info.get(k) for k in _CASE_KEYS}, "method_config": info.get("method_config"),
+                       "train_config": train}, sort_keys=True, default=str)
+
+
+def _case_of(info: dict[str, Any]) -> str:
+    return json.dumps({**{k: info.get(k) for k in _CASE_KEYS}, "method_config": info.get("method_config")},
+                      sort_keys=True, default=str)
+
+
+@dataclass
+class Stat:
+    """Mean, sample standard deviation and count of one metric over seeds."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Stat":
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+
+    def text(self, scale: float = 1.0, decimals: int = 2) -> str:
+        spread = f" ± {self.std * scale:.{decimals}f}" if self.std is not None else ""
+        return f"{self.mean * scale:.{decimals}f}{spread} ({self.n})"
+
+
+@dataclass
+class Configuration:
+    """One configuration's runs over seeds."""
+
+    method: str
+    method_config: dict[str, Any]
+    params: dict[str, Any]  # the hyperparameters the sweep chose (or those that differ)
+    train_config: dict[str, Any]
+    seeds: list[int] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    stats: dict[str, Stat] = field(default_factory=dict)
+    predicted_peak: float | None = None
+    trials: list[int] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())
+        return f"{self.method} ({params})" if params else self.method
+
+    @property
+    def accuracy(self) -> float:
+        stat = self.stats.get("sst2_accuracy")
+        return stat.mean if stat else float("-inf")
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def configurations(infos: Iterable[dict[str, Any]]) -> list[Configuration]:
+    """Training-run records (and predicted ones, joined by case) -> configurations, best first."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    predicted: dict[str, float] = {}
+    for info in infos:
+        if str(info.get("device", "")).startswith("predicted"):
+            if "predicted_cuda_peak_bytes" in info:
+                predicted[_case_of(info)] = info["predicted_cuda_peak_bytes"]
+        elif "train_config" in info:
+            runs.setdefault(config_of(info), []).append(info)
+    out = []
+    for group in runs.values():
+        first = group[0]
+        sweep = first.get("sweep") or {}
+        conf = Configuration(first["method"], first.get("method_config") or {}, dict(sweep.get("params") or {}),
+                             {k: v for k, v in first["train_config"].items() if k != "seed"},
+                             predicted_peak=predicted.get(_case_of(first)))
+        ok = [i for i in group if i.get("status", "ok") == "ok" and "sst2_accuracy" in i]
+        conf.seeds = sorted(s for s in (seed_of(i) for i in ok) if s is not None)
+        conf.failed = [f"seed {seed_of(i)}: {i.get('reason', 'no accuracy')}" for i in group if i not in ok]
+        conf.trials = sorted(i["sweep"]["trial"] for i in group if "trial" in (i.get("sweep") or {}))
+        for key in ("sst2_accuracy", "sst2_f1", "train_time_s", "peak_bytes"):
+            values = [float(i[key]) for i in ok if key in i]
+            if values:
+                conf.stats[key] = Stat.of(values)
+        out.append(conf)
+    _name_params(out)
+    return sorted(out, key=lambda c: (-c.accuracy, -len(c.seeds)))
+
+
+def _name_params(configs: list[Configuration]) -> None:
+    """Configurations without sweep parameters are named by the hyperparameters that differ."""
+    by_method: dict[str, list[Configuration]] = {}
+    for c in configs:
+        by_method.setdefault(c.method, []).append(c)
+    for group in by_method.values():
+        keys = sorted({k for c in group for k in c.method_config})
+        differing = [k for k in keys if len({json.dumps(c.method_config.get(k), default=str) for c in group}) > 1]
+        for c in group:
+            if not c.params:
+                c.params = {k: c.method_config.get(k) for k in differing}
+
+
+def pareto_front(configs: list[Configuration]) -> list[Configuration]:
+    """Configurations that no other beats on both accuracy (higher) and predicted peak (lower)."""
+    from spbench.reporting.plot import pareto
+
+    scored = [c for c in configs if c.predicted_peak is not None and "sst2_accuracy" in c.stats]
+    front = pareto([(float(c.predicted_peak), c.accuracy) for c in scored], higher_is_better=True)  # type: ignore[arg-type]
+    return sorted((scored[i] for i in front), key=lambda c: c.predicted_peak)  # type: ignore[arg-type, return-value]
+
+
+def configuration_rows(configs: list[Configuration]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the configuration table (accuracy and F1 in %, as mean ± std (n))."""
+    from spbench.units import format_bytes
+
+    headers = ["configuration", "dev accuracy [%] ↑", "dev F1 [%] ↑", "train time [s]", "predicted peak", "failed"]
+    rows = []
+    for c in configs:
+        acc, f1, t = (c.stats.get(k) for k in ("sst2_accuracy", "sst2_f1", "train_time_s"))
+        rows.append([c.label, acc.text(100) if acc else "—", f1.text(100) if f1 else "—",
+                     f"{t.mean:.0f}" if t else "—",
+                     format_bytes(int(c.predicted_peak)) if c.predicted_peak is not None else "—",
+                     str(len(c.failed)) if c.failed else ""])
+    return headers, rows
+
+
+def best_line(configs: list[Configuration]) -> str:
+    scored = [c for c in configs if "sst2_accuracy" in c.stats]
+    if not scored:
+        return "best: none (no run finished with an accuracy)"
+    best = scored[0]
+    hp = ", ".join(f"{k}={_short(v)}" for k, v in sorted(best.method_config.items()))
+    return (f"best: {best.label}: accuracy {best.stats['sst2_accuracy'].text(100)} %, "
+            f"seeds {','.join(map(str, best.seeds))}; hyperparameters: {hp}")
+
+
+def format_configurations(configs: list[Configuration], pareto: bool = False) -> str:
+    """Plain-text summary for the terminal: the table, the best configuration, the front."""
+    from tabulate import tabulate
+
+    headers, rows = configuration_rows(configs)
+    lines = [tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True), "", best_line(configs)]
+    if pareto:
+        front = pareto_front(configs)
+        lines.append("Pareto front (predicted peak ↓, accuracy ↑): "
+                     + ("; ".join(f"{c.label} {c.stats['sst2_accuracy'].mean * 100:.2f}%" for c in front) or "none"))
+    for c in configs:
+        lines += [f"{c.label}: failed run {f}" for f in c.failed]
+    return "\n".join(lines)
+
+
+def trial_tables(records: list[Any]) -> list[Any]:
+    """One table per study in ``records`` (sweep results carry a ``sweep`` note): every trial
+    with its parameters, seed, status and scores; the notes give the best configuration as
+    mean ± std (n) over seeds with its hyperparameters, and the Pareto front."""
+    from spbench.reporting.tables import NONE, Table
+
+    studies: dict[str, list[dict[str, Any]]] = {}
+    predicted = []
+    for rec in records:
+        info = rec.result.to_extra_info()
+        note = info.get("sweep")
+        if isinstance(note, dict) and "study" in note:
+            studies.setdefault(note["study"], []).append(info)
+        elif str(info.get("device", "")).startswith("predicted"):
+            predicted.append(info)
+    tables = []
+    for study, infos in studies.items():
+        infos.sort(key=lambda i: i["sweep"].get("trial", 0))
+        names = list(dict.fromkeys(k for i in infos for k in i["sweep"].get("params", {})))
+        headers = ["trial", *names, "seed", "status", "dev accuracy [%] ↑", "dev F1 [%] ↑", "train time [s]"]
+        rows = []
+        for i in infos:
+            params = i["sweep"].get("params", {})
+            rows.append([str(i["sweep"].get("trial", "")), *(_short(params[n]) if n in params else NONE for n in names),
+                         str(i["sweep"].get("seed", "")), i.get("status", "ok"),
+                         *(f"{i[k] * 100:.2f}" if k in i else NONE for k in ("sst2_accuracy", "sst2_f1")),
+                         f"{i['train_time_s']:.0f}" if "train_time_s" in i else NONE])
+        configs = configurations(infos + predicted)
+        notes = [best_line(configs)]
+        front = pareto_front(configs)
+        if len([c for c in configs if c.predicted_peak is not None]) > 1:
+            notes.append("Pareto front (predicted CUDA peak ↓, accuracy ↑): "
+                         + "; ".join(f"{c.label}: {c.stats['sst2_accuracy'].text(100)} %" for c in front))
+        notes += [f"trial {i['sweep'].get('trial')} failed: {i.get('reason', '')}" for i in infos if i.get("status", "ok") != "ok"]
+        tables.append(Table(f"study {study}: trials", headers, rows, ["right"] * (1 + len(names)) + ["right", "left"]
+                            + ["right"] * 3, notes))
+    return tables

@@ -1,0 +1,90 @@
+"""A study as a result document: the pytest-benchmark JSON that ``spbench report`` and
+``spbench check`` read, one benchmark entry per finished trial (its ordinary spbench result),
+plus one entry per configuration with its predicted figures (device ``predicted-cuda``, as
+``benchmarks/test_memory.py`` writes them). Written atomically; rebuilt from the storage, so
+it is never the only copy of anything.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from spbench.sweep.setup import Setup
+from spbench.sweep.trials import ATTR_CONFIG, ATTR_PREDICTED, ATTR_RESULT, ATTR_SEED
+
+
+def _stats(seconds: float | None) -> dict[str, Any]:
+    """pytest-benchmark's statistics of one round (the training time)."""
+    from pytest_benchmark.stats import Stats
+
+    stats = Stats()
+    stats.update(float(seconds or 0.0))
+    return stats.as_dict()
+
+
+def machine_info() -> dict[str, Any]:
+    """pytest-benchmark's machine description plus what the benchmarks' conftest adds."""
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+
+    import spbench
+    from spbench.result import SCHEMA_VERSION
+
+    info = pytest_benchmark_generate_machine_info()
+    try:
+        import torch
+        import transformers
+
+        info.update(torch_version=torch.__version__, transformers_version=transformers.__version__,
+                    torch_threads=torch.get_num_threads())
+    except ImportError:
+        pass
+    info.update(spbench_version=spbench.__version__, spbench_schema_version=SCHEMA_VERSION,
+                python=platform.python_version())
+    return info
+
+
+def entries(study: Any) -> list[dict[str, Any]]:
+    """Benchmark entries: every trial that holds a result, then each configuration's predictions."""
+    out, predicted = [], {}
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        info = t.user_attrs.get(ATTR_RESULT)
+        if info is None:
+            continue
+        seed = t.user_attrs.get(ATTR_SEED)
+        params = {**t.params, "seed": seed}
+        out.append({
+            "group": study.study_name, "name": f"sweep[{info['case_id']}-seed{seed}]",
+            "fullname": f"spbench sweep::{study.study_name}::trial{t.number}",
+            "params": params, "param": f"trial{t.number}", "extra_info": info, "options": {},
+            "stats": _stats(info.get("train_time_s")),
+        })
+        config = t.user_attrs.get(ATTR_CONFIG)
+        if t.user_attrs.get(ATTR_PREDICTED) and config not in predicted:
+            predicted[config] = (t.params, t.user_attrs[ATTR_PREDICTED])
+    for params, info in predicted.values():
+        out.append({"group": study.study_name, "name": f"predicted[{info['case_id']}]",
+                    "fullname": f"spbench sweep::{study.study_name}::predicted", "params": dict(params),
+                    "param": "predicted", "extra_info": info, "options": {}, "stats": _stats(0.0)})
+    return out
+
+
+def document(study: Any, setup: Setup) -> dict[str, Any]:
+    from pytest_benchmark import __version__
+    from pytest_benchmark.utils import get_commit_info
+
+    return {"machine_info": machine_info(), "commit_info": get_commit_info(),
+            "benchmarks": entries(study), "datetime": datetime.now(timezone.utc).isoformat(),
+            "version": __version__, "spbench_sweep": {"study": study.study_name, **setup.describe()}}
+
+
+def write(study: Any, setup: Setup, path: str | Path) -> int:
+    """Write the study's document to ``path`` atomically; returns the number of trial results."""
+    from spbench.reporting.results import write_atomic
+
+    doc = document(study, setup)
+    write_atomic(path, json.dumps(doc, indent=2, default=str) + "\n")
+    return sum(1 for b in doc["benchmarks"] if b["param"] != "predicted")

@@ -1,0 +1,219 @@
+"""What a sweep is: the fixed case and training setup, the search space, the seeds, the storage.
+
+A study is named after everything that makes its trials comparable (method, backbone, shape,
+objective, dtype, ``--set``, the training budget and setup, single- or multi-objective), so
+one storage holds many studies: a quarter-epoch grid and a one-epoch seed study of the same
+method live side by side. Trials are keyed by their resolved configuration (the case, every
+hyperparameter, the training setup) and seed: the key decides "this already ran", whichever
+sampler, worker or machine produced the trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spbench.errors import InputError
+from spbench.sweep.space import Param, grid_size
+from spbench.train import DEFAULT_CLIP, DEFAULT_CPU_BUDGET, DEFAULT_WARMUP
+
+JOURNAL_NAME = "sweep.journal"
+SAMPLERS = ("auto", "grid", "tpe", "nsga2")
+DEFAULT_HEARTBEAT_S = 60
+DEFAULT_MAX_RETRY = 3
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything one ``spbench sweep`` invocation fixes; every worker builds the same one."""
+
+    method: str
+    backbone: str
+    batch_size: int
+    seq_len: int
+    params: tuple[Param, ...]
+    seeds: tuple[int, ...] = (0,)
+    budget: str = DEFAULT_CPU_BUDGET
+    objective: str = "classification"
+    dtype: str = "float32"
+    device: str = "cpu"
+    overrides: tuple[tuple[str, str], ...] = ()
+    sampler: str = "grid"  # grid | tpe | nsga2 (resolved from "auto")
+    trials: int | None = None  # configurations to sample (tpe / nsga2)
+    pareto: bool = False
+    warmup: float = DEFAULT_WARMUP
+    clip: float | None = DEFAULT_CLIP
+    eval_every: int = 0
+    group_by_length: bool = True
+    study: str = ""  # empty: derived (``study_name``)
+    max_retry: int = DEFAULT_MAX_RETRY
+    sst2_dir: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS[1:]:
+            raise InputError(f"sampler {self.sampler!r}: choose grid, tpe or nsga2")
+        if self.sampler != "grid" and not self.trials:
+            raise InputError(f"the {self.sampler} sampler needs --trials N (how many configurations to try)")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise InputError(f"--seeds must list distinct seeds, not {self.seeds}")
+
+    @property
+    def configs(self) -> int:
+        """Configurations the sweep will train (each once per seed)."""
+        return grid_size(self.params) if self.sampler == "grid" else int(self.trials or 0)
+
+    @property
+    def units(self) -> int:
+        return self.configs * len(self.seeds)
+
+    def train_config(self) -> dict[str, Any]:
+        """The training setup every trial shares (the seed is per trial)."""
+        return {"budget": self.budget, "warmup": self.warmup, "clip": self.clip, "eval_every": self.eval_every,
+                "group_by_length": self.group_by_length}
+
+    def case(self, params: dict[str, Any]) -> Any:
+        """The spbench Case of one configuration: ``--set`` plus the trial's parameters."""
+        from spbench.case import Case
+
+        overrides = dict(self.overrides)
+        overrides.update({k: _text(v) for k, v in params.items()})
+        return Case(self.method, self.backbone, self.batch_size, self.seq_len, objective=self.objective,
+                    device=self.device, dtype=self.dtype, overrides=tuple(sorted(overrides.items())))
+
+    @property
+    def study_name(self) -> str:
+        if self.study:
+            return self.study
+        parts = [self.method, _short_backbone(self.backbone), f"b{self.batch_size}", f"s{self.seq_len}"]
+        if self.objective != "classification":
+            parts.append(self.objective)
+        if self.dtype != "float32":
+            parts.append(self.dtype)
+        parts += [f"{k}={v}" for k, v in self.overrides]
+        parts.append(self.budget.replace("=", ""))
+        if self.pareto:
+            parts.append("pareto")
+        rest = {k: v for k, v in self.train_config().items() if k != "budget"}
+        if rest != _default_rest():  # a non-default training setup gets its own study
+            parts.append(digest(rest)[:8])
+        return "-".join(parts)
+
+    def describe(self) -> dict[str, Any]:
+        """Stored with the study: what it searched and how."""
+        return {"method": self.method, "backbone": self.backbone, "batch_size": self.batch_size,
+                "seq_len": self.seq_len, "objective": self.objective, "dtype": self.dtype,
+                "set": dict(self.overrides), "train_config": self.train_config(), "seeds": list(self.seeds),
+                "sampler": self.sampler, "trials": self.trials, "pareto": self.pareto, "units": self.units,
+                "space": {p.name: {"space": p.describe(), "grid": list(p.grid)} for p in self.params}}
+
+
+def _default_rest() -> dict[str, Any]:
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Setup)}
+    return {k: defaults[k] for k in ("warmup", "clip", "eval_every", "group_by_length")}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _short_backbone(name: str) -> str:
+    return Path(name).name if os.sep in name else name.replace("/", "_")
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def config_key(case: Any, method_config: dict[str, Any], setup: Setup) -> str:
+    """What makes two trials the same configuration: the case, every resolved hyperparameter
+    and the training setup (not the seed)."""
+    return digest({"method": case.method, "backbone": case.backbone, "batch_size": case.batch_size,
+                   "seq_len": case.seq_len, "objective": case.objective, "dtype": case.dtype,
+                   "device": case.device, "method_config": method_config, "train": setup.train_config()})[:16]
+
+
+def unit_key(config: str, seed: int) -> str:
+    return f"{config}/seed={seed}"
+
+
+# --- storage and study ------------------------------------------------------------------------
+
+def open_storage(url: str | None, out: str | os.PathLike[str], heartbeat_s: int = DEFAULT_HEARTBEAT_S,
+                 max_retry: int = DEFAULT_MAX_RETRY) -> Any:
+    """The Optuna storage: a journal file (default ``OUT/sweep.journal``, or a path given as
+    ``--storage``) or a database URL (``postgresql://...``, ``sqlite:///...``) with Optuna's
+    heartbeat: a trial whose worker stops beating for ``2 x heartbeat_s`` is marked failed and
+    re-queued (``RetryHeartbeatStaleTrialCallback``)."""
+    import optuna
+
+    if url and "://" in url:
+        engine = {"pool_pre_ping": True} if url.startswith(("postgresql", "mysql")) else {}
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry))
+        except ImportError as exc:
+            raise InputError(f"--storage {_redact(url)}: its database driver is missing ({exc})") from None
+        except Exception as exc:  # sqlalchemy's OperationalError and friends: name the server's answer
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"--storage {_redact(url)}: cannot open the database: {first}") from None
+    path = Path(url) if url else Path(out) / JOURNAL_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _redact(url: str) -> str:
+    """A URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':')[0]}:***@{host}"
+
+
+def make_sampler(setup: Setup) -> Any:
+    import optuna
+
+    from spbench.sweep.space import grid_of
+
+    if setup.sampler == "grid":
+
+        class GridSampler(optuna.samplers.GridSampler):
+            """Optuna's grid sampler without its stop-when-exhausted hook: the worker loop decides
+            when a sweep ends (it waits for queued seeds and re-queued trials), and that hook
+            raises KeyError('grid_id') on trials queued with ``enqueue_trial``."""
+
+            def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+                pass
+
+        return GridSampler(grid_of(setup.params))
+    if setup.sampler == "tpe":
+        # constant_liar: parallel workers see each other's running trials, as Optuna advises
+        return optuna.samplers.TPESampler(constant_liar=True, multivariate=len(setup.params) > 1)
+    return optuna.samplers.NSGAIISampler(population_size=max(2, min(50, int(setup.trials or 2))))
+
+
+def open_study(setup: Setup, storage: Any) -> Any:
+    """Create or load the study; refuse one that optimises other objectives."""
+    import optuna
+
+    directions = ["maximize", "minimize"] if setup.pareto else ["maximize"]
+    study = optuna.create_study(study_name=setup.study_name, storage=storage, sampler=make_sampler(setup),
+                                directions=directions, load_if_exists=True)
+    have = [d.name.lower() for d in study.directions]
+    if have != directions:
+        raise InputError(f"study {setup.study_name!r} optimises {', '.join(have)}, not {', '.join(directions)}; "
+                         "name another with --study")
+    if "spbench_setup" not in study.user_attrs:
+        study.set_user_attr("spbench_setup", setup.describe())
+    return study

@@ -1,0 +1,84 @@
+"""What ``spbench sweep`` prints: the plan, progress over trials, and the results at the end
+(configurations as mean ± std (n) over seeds, the best one with its hyperparameters, the
+Pareto front with ``--pareto``), after writing the study's result document."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from spbench.sweep.setup import Setup
+from spbench.sweep.trials import ATTR_PREDICTED, ATTR_RESULT, Plan, plan
+
+
+def header(setup: Setup, storage: str, now: Plan) -> None:
+    from spbench.sweep.setup import _redact
+
+    space = "; ".join(f"{p.name}: {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in p.grid)}"
+                      if setup.sampler == "grid" else f"{p.name}: {p.describe()}" for p in setup.params)
+    print(f"study {setup.study_name}  ({_redact(storage)})")
+    print(f"  {setup.sampler} over {space}; seeds {','.join(map(str, setup.seeds))}; budget {setup.budget}"
+          f"{'; objectives: accuracy, predicted peak' if setup.pareto else ''}")
+    print(f"  {setup.configs} configurations x {len(setup.seeds)} seeds = {setup.units} runs; "
+          f"{now.done + now.failed} finished, {now.running} running elsewhere", flush=True)
+
+
+def footer(study: Any, setup: Setup, path: Path) -> None:
+    """Write the result document, then print the configurations (best first) or the front."""
+    from spbench.reporting.sweep import configurations, format_configurations
+    from spbench.sweep.document import write
+
+    trials = study.get_trials(deepcopy=False)
+    infos = [t.user_attrs[ATTR_RESULT] for t in trials if ATTR_RESULT in t.user_attrs]
+    if not infos:
+        print("no finished trial yet: nothing written")
+        return
+    write(study, setup, path)
+    configs = configurations(infos + [t.user_attrs[ATTR_PREDICTED] for t in trials if t.user_attrs.get(ATTR_PREDICTED)])
+    print()
+    print(format_configurations(configs, pareto=setup.pareto))
+    print(f"\nresults: {path}  (spbench report {path})")
+
+
+class Progress:
+    """A rich bar over the sweep's runs (polling the storage) that also prints each finished trial."""
+
+    def __init__(self, study: Any, setup: Setup) -> None:
+        self.study, self.setup = study, setup
+        self.seen: set[int] = set()
+        self._bar: Any = None
+
+    def __enter__(self) -> "Progress":
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+        self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[state]}"), TimeElapsedColumn(), disable=not sys.stdout.isatty())
+        self._bar.__enter__()
+        self.task = self._bar.add_task("sweep", total=self.setup.units, state="")
+        self.update()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._bar.__exit__(*exc)
+
+    def log(self, text: str) -> None:
+        if self._bar is not None and not self._bar.disable:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, flush=True)
+
+    def update(self) -> None:
+        now = plan(self.study, self.setup, enqueue=False)
+        for t in self.study.get_trials(deepcopy=False):
+            info = t.user_attrs.get(ATTR_RESULT)
+            if info is None or t.number in self.seen:
+                continue
+            self.seen.add(t.number)
+            note = info.get("sweep", {})
+            params = ", ".join(f"{k}={v}" for k, v in note.get("params", {}).items())
+            score = (f"accuracy {info['sst2_accuracy'] * 100:.2f}%" if "sst2_accuracy" in info
+                     else f"failed: {info.get('reason', '')}")
+            self.log(f"trial {t.number}: {params}, seed {note.get('seed')}: {score}")
+        self._bar.update(self.task, completed=now.done + now.failed,
+                         state=f"{now.running} running, {now.waiting} queued, {now.failed} failed")

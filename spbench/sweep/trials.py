@@ -1,0 +1,388 @@
+"""Trials: one ordinary spbench accuracy run each, run once, recovered when a worker dies.
+
+A trial is one configuration (the sampler's parameters over ``--set``) with one seed. The
+objective builds the Case, trains it through ``spbench.train.run_accuracy`` (the path the
+accuracy benchmarks take), stores the result in the trial (user attribute ``spbench_result``)
+and returns the dev accuracy (and, with ``--pareto``, the predicted CUDA peak).
+
+"Runs once": every trial carries the key of its configuration and seed. Before training, a
+trial that finds the same key finished, or running in a trial with a lower number, is pruned as
+a duplicate (Optuna's grid sampler can hand two workers the same point). A finished run that
+failed (NaN loss, a bad configuration) is a data point, not retried.
+
+Recovery, before each trial:
+- a database storage has Optuna's heartbeat: ``fail_stale_trials`` fails the trials of workers
+  that stopped beating and ``RetryHeartbeatStaleTrialCallback`` queues each again;
+- a journal file has no heartbeat in Optuna, so each trial records its worker (host, pid and
+  process start time): a running trial whose process on this host is gone is failed and queued
+  again through the same callback;
+- a trial stopped by Ctrl-C (SIGINT) is marked interrupted and queued again on the next start.
+Seeds after the first are queued (``study.enqueue_trial``) for each configuration once it has
+started, so parallel workers train them side by side.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+from spbench.errors import InputError
+from spbench.sweep.interrupt import check, interruptible
+from spbench.sweep.setup import Setup, config_key, unit_key
+
+ATTR_SEED = "seed"
+ATTR_CONFIG = "spbench_config"
+ATTR_UNIT = "spbench_unit"
+ATTR_OWNER = "spbench_owner"
+ATTR_CLAIM = "spbench_claim"
+ATTR_INTERRUPTED = "spbench_interrupted"
+ATTR_RESULT = "spbench_result"
+ATTR_PREDICTED = "spbench_predicted"
+OWNERLESS_AFTER_S = 120  # a running trial that never named its worker is dead after this
+
+
+def worker_id(pid: int | None = None) -> str:
+    """``host:pid:start`` (the process start time tells a reused pid apart)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def worker_alive(worker: str) -> bool | None:
+    """True / False for a worker on this host; None when it ran elsewhere (cannot tell)."""
+    host, _, rest = worker.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return not start or _start_time(pid) == start
+
+
+class Objective:
+    """Optuna's objective: train one configuration with one seed and return its scores."""
+
+    def __init__(self, setup: Setup, progress: bool | None = None, log: Callable[[str], None] = print) -> None:
+        self.setup = setup
+        self.progress = progress
+        self.log = log
+        self._predicted: dict[str, dict[str, Any]] = {}
+        import datasets
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # one line per trial, not loading bars
+        datasets.disable_progress_bars()
+
+    def __call__(self, trial: Any) -> float | tuple[float, float]:
+        trial.set_user_attr(ATTR_OWNER, {"trial": trial.number, "worker": worker_id()})
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr(ATTR_INTERRUPTED, trial.number)
+            raise
+
+    def _run(self, trial: Any) -> float | tuple[float, float]:
+        import optuna
+
+        setup = self.setup
+        params = {p.name: p.suggest(trial) for p in setup.params}
+        seed = int(trial.user_attrs.get(ATTR_SEED, setup.seeds[0]))
+        trial.set_user_attr(ATTR_SEED, seed)
+        case = setup.case(params)
+        try:
+            method_config = case.method_config()
+        except ValueError as exc:  # a grid value the method refuses: a failed data point
+            method_config, error = {k: v for k, v in case.overrides}, exc
+        else:
+            error = None
+        config = config_key(case, method_config, setup)
+        unit = unit_key(config, seed)
+        trial.set_user_attr(ATTR_CONFIG, config)
+        trial.set_user_attr(ATTR_UNIT, unit)
+        holder = finished_holder(trial.study, unit, trial.number) or rival(trial.study, unit, trial.number)
+        if holder is None:  # claim, then look again: of two trials racing for a unit, at most one
+            trial.set_user_attr(ATTR_CLAIM, trial.number)  # sees no rival after its own claim
+            holder = rival(trial.study, unit, trial.number)
+        if holder is not None:
+            raise optuna.TrialPruned(f"duplicate: trial {holder} runs or ran the same configuration and seed")
+        note = {"study": setup.study_name, "trial": trial.number, "params": params, "seed": seed, "config": config}
+        label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        self.log(f"trial {trial.number}: {label}, seed {seed} ...")
+        if error is None:
+            with interruptible():
+                predicted = self.predicted(case, config)
+            trial.set_user_attr(ATTR_PREDICTED, predicted)
+            with interruptible():
+                info = self._train(case, seed, note)
+        else:
+            predicted, info = {}, failure_info(case, error, note, setup)
+        trial.set_user_attr(ATTR_RESULT, info)
+        accuracy = info.get("sst2_accuracy")
+        peak = predicted.get("predicted_cuda_peak_bytes")
+        if info.get("status", "ok") != "ok" or accuracy is None or (setup.pareto and peak is None):
+            self.log(f"trial {trial.number}: failed: {info.get('reason', 'no accuracy')}")
+            return (math.nan, math.nan) if setup.pareto else math.nan  # Optuna marks the trial failed
+        self.log(f"trial {trial.number}: {label}, seed {seed}: accuracy {accuracy * 100:.2f}% "
+                 f"(train {info.get('train_time_s', 0):.0f} s)")
+        return (accuracy, float(peak)) if setup.pareto else accuracy
+
+    def predicted(self, case: Any, config: str) -> dict[str, Any]:
+        """The deterministic predicted figures of a configuration (one record, computed once)."""
+        if config not in self._predicted:
+            from spbench.measure.predict import predict
+            from spbench.result import PREDICTED, Result
+
+            try:
+                metrics, built = predict(case)
+                self._predicted[config] = Result.of(case, PREDICTED, metrics=metrics, notes=built.notes).to_extra_info()
+            except (RuntimeError, ValueError, NotImplementedError) as exc:  # recorded, never fatal
+                self.log(f"no predicted figures for {case.id}: {type(exc).__name__}: {exc}")
+                self._predicted[config] = {}
+        return self._predicted[config]
+
+    def _train(self, case: Any, seed: int, note: dict[str, Any]) -> dict[str, Any]:
+        from spbench.train import Budget, run_accuracy
+
+        setup = self.setup
+        try:
+            result, _ = run_accuracy(case, Budget.parse(setup.budget), setup.sst2_dir, seed=seed,
+                                     warmup=setup.warmup, clip=setup.clip, eval_every=setup.eval_every,
+                                     progress=self.progress, group_by_length=setup.group_by_length)
+        except Exception as exc:  # a failed run is a data point (STYLE: never a crash of the sweep)
+            return failure_info(case, exc, note, setup)
+        result.notes["sweep"] = note
+        return result.to_extra_info()
+
+
+def failure_info(case: Any, exc: BaseException, note: dict[str, Any], setup: Setup) -> dict[str, Any]:
+    from spbench.result import Result
+
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    train = {**setup.train_config(), "seed": note["seed"], "max_len": case.seq_len}
+    return Result.of(case, status="failed", reason=reason, notes={"sweep": note}, train_config=train).to_extra_info()
+
+
+def params_of(trial: Any) -> dict[str, Any]:
+    """A trial's parameters, also while it waits in the queue (``enqueue_trial`` keeps them aside)."""
+    return dict(trial.params or trial.system_attrs.get("fixed_params") or {})
+
+
+def own_result(trial: Any) -> dict[str, Any] | None:
+    return trial.user_attrs.get(ATTR_RESULT)
+
+
+def finished_holder(study: Any, unit: str, number: int) -> int | None:
+    """A trial that finished ``unit`` (completed, or failed as a data point)."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if t.number != number and t.user_attrs.get(ATTR_UNIT) == unit and (
+                t.state == TrialState.COMPLETE or own_result(t) is not None):
+            return t.number
+    return None
+
+
+def rival(study: Any, unit: str, number: int) -> int | None:
+    """Another running trial that claimed ``unit``. Each trial claims before its last look, so
+    when two race, the later claimant sees the earlier one's claim and yields (both may yield:
+    the unit is then queued again, never run twice)."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number != number and t.user_attrs.get(ATTR_UNIT) == unit and t.user_attrs.get(ATTR_CLAIM) == t.number:
+            return t.number
+    return None
+
+
+def _dead(trial: Any, now: datetime) -> bool:
+    owner = trial.user_attrs.get(ATTR_OWNER) or {}
+    if owner.get("trial") == trial.number and owner.get("worker"):
+        return worker_alive(owner["worker"]) is False
+    started = trial.datetime_start
+    return started is not None and (now - started).total_seconds() > OWNERLESS_AFTER_S
+
+
+def recover(study: Any, setup: Setup, heartbeat: bool, log: Callable[[str], None] = print) -> int:
+    """Fail and re-queue trials whose worker is gone; re-queue interrupted trials. Returns how many."""
+    import warnings
+
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ExperimentalWarning of Optuna's retry API
+        retry = RetryHeartbeatStaleTrialCallback(setup.max_retry)
+        requeue = RetryHeartbeatStaleTrialCallback(None)  # Ctrl-C is no fault of the configuration
+        if heartbeat:
+            optuna.storages.fail_stale_trials(study)  # the database path: Optuna's heartbeat
+        trials = study.get_trials(deepcopy=False)
+        retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+        count = 0
+        now = datetime.now()
+        for t in trials:
+            if t.state == TrialState.RUNNING and not heartbeat and _dead(t, now):
+                try:  # exactly one process gets past this for a given trial
+                    study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                except UpdateFinishedTrialError:
+                    continue
+                log(f"trial {t.number}: its worker is gone; queued again")
+                retry(study, study._storage.get_trial(t._trial_id))
+                count += 1
+            elif (t.state == TrialState.FAIL and t.user_attrs.get(ATTR_INTERRUPTED) == t.number
+                  and own_result(t) is None and t.number not in retried):
+                log(f"trial {t.number}: was interrupted; queued again")
+                requeue(study, t)
+                count += 1
+    return count
+
+
+@dataclass
+class Plan:
+    """Where a study stands, in units (a configuration with one seed)."""
+
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    new_configs: int = 0  # configurations the sampler has yet to propose
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.waiting or self.new_configs)
+
+
+def plan(study: Any, setup: Setup, enqueue: bool = True) -> Plan:
+    """Count finished, running and waiting units; queue the seeds each started configuration lacks."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    state: dict[str, str] = {}  # unit -> done | failed | running | waiting
+    configs: dict[str, dict[str, Any]] = {}
+    kills: dict[str, int] = {}
+    rank = {"waiting": 0, "running": 1, "failed": 2, "done": 3}
+    for t in trials:
+        unit, config = t.user_attrs.get(ATTR_UNIT), t.user_attrs.get(ATTR_CONFIG)
+        if unit is None or t.state == TrialState.PRUNED:
+            continue
+        configs.setdefault(config, params_of(t))
+        if t.state == TrialState.COMPLETE:
+            now = "done"
+        elif t.state == TrialState.FAIL:
+            if t.user_attrs.get(ATTR_INTERRUPTED) == t.number:
+                now = ""  # queued again by recover()
+            elif own_result(t) is None:  # its worker died: given up after max_retry retries
+                kills[unit] = kills.get(unit, 0) + 1
+                now = "failed" if kills[unit] > setup.max_retry else ""
+            else:
+                now = "failed"
+        else:
+            now = "running" if t.state == TrialState.RUNNING else "waiting"
+        if now and rank[now] >= rank.get(state.get(unit, ""), -1):
+            state[unit] = now
+    if enqueue:
+        for config, params in configs.items():
+            for seed in setup.seeds:
+                unit = unit_key(config, seed)
+                if unit not in state:
+                    study.enqueue_trial(params, user_attrs={ATTR_SEED: seed, ATTR_UNIT: unit, ATTR_CONFIG: config})
+                    state[unit] = "waiting"
+    counts = Plan()
+    for value in state.values():
+        setattr(counts, value, getattr(counts, value) + 1)
+    counts.new_configs = max(0, setup.configs - len(_in_space(configs.values(), setup)))
+    return counts
+
+
+def _in_space(configs: Any, setup: Setup) -> set[tuple[Any, ...]]:
+    names = [p.name for p in setup.params]
+    seen = {tuple(c.get(n) for n in names) for c in configs if all(n in c for n in names)}
+    if setup.sampler != "grid":
+        return seen
+    import itertools
+
+    grid = set(itertools.product(*(p.grid for p in setup.params)))
+    return seen & grid
+
+
+def missing_grid(study: Any, setup: Setup) -> list[dict[str, Any]]:
+    """Grid points no trial has taken (the grid sampler's own bookkeeping can count a failed point)."""
+    import itertools
+
+    from optuna.trial import TrialState
+
+    taken = {tuple(params_of(t).get(p.name) for p in setup.params) for t in study.get_trials(deepcopy=False)
+             if t.state != TrialState.PRUNED and ATTR_UNIT in t.user_attrs}
+    return [dict(zip([p.name for p in setup.params], point))
+            for point in itertools.product(*(p.grid for p in setup.params)) if point not in taken]
+
+
+def work(study: Any, setup: Setup, objective: Objective, heartbeat: bool, poll_s: float = 2.0,
+         log: Callable[[str], None] = print) -> None:
+    """One worker: run trials until every unit of the sweep is finished (waiting for others' runs)."""
+    while True:
+        check()  # a Ctrl-C that came during a storage write stops the loop here
+        recover(study, setup, heartbeat, log)
+        now = plan(study, setup)
+        if now.new_configs and not now.waiting and setup.sampler == "grid" and study.sampler.is_exhausted(study):
+            for params in missing_grid(study, setup):  # the sampler sees none left: queue them by hand
+                study.enqueue_trial(params, user_attrs={ATTR_SEED: setup.seeds[0]})
+            now = plan(study, setup, enqueue=False)
+        if now.pending:
+            states: list[Any] = []
+            try:
+                study.optimize(objective, n_trials=1, gc_after_trial=True,
+                               callbacks=[lambda _study, trial: states.append(trial.state.name)])
+            except ValueError as exc:  # Optuna's tell() on a trial another worker already failed
+                if not str(exc).startswith("Cannot tell a "):
+                    raise
+                log("this worker's trial was failed by another worker (its heartbeat came late); "
+                    "it runs again from the queue")
+            if states == ["PRUNED"]:
+                with interruptible():
+                    time.sleep(poll_s)  # the sampler proposed a point another worker holds
+            continue
+        if now.running:
+            with interruptible():
+                time.sleep(poll_s)  # other workers' trials: wait, to re-run them if their worker dies
+            continue
+        return
+
+
+def best_params(study: Any) -> dict[str, Any]:
+    """The searched parameters of a finished study's best configuration (highest mean dev
+    accuracy over its seeds): what ``--best-from`` fixes for a follow-up sweep."""
+    from optuna.trial import TrialState
+
+    from spbench.reporting.sweep import configurations
+
+    trials = study.get_trials(deepcopy=False)
+    busy = [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    finished = {t.user_attrs.get(ATTR_UNIT) for t in trials if own_result(t) is not None}
+    planned = (study.user_attrs.get("spbench_setup") or {}).get("units") or 0
+    if busy or len(finished) < planned:
+        raise InputError(f"study {study.study_name!r} has not finished ({len(finished)} of {planned} runs; "
+                         f"trials {busy or 'none'} running or queued): finish it first (run its command again)")
+    scored = [c for c in configurations([own_result(t) for t in trials if own_result(t) is not None])
+              if "sst2_accuracy" in c.stats]
+    if not scored:
+        raise InputError(f"study {study.study_name!r} has no run with an accuracy to take the best from")
+    return dict(scored[0].params)

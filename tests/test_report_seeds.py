@@ -1,0 +1,83 @@
+"""Reports of repeated runs: seeds folded into mean ± std (n), training setups kept apart, a failed
+seed named and not averaged, a study's trial table with its best configuration, error bars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spbench.case import Case
+from spbench.reporting.command import render, report_args
+from spbench.result import PREDICTED, Result
+
+TRAIN = {"budget": "epochs=1.0", "warmup": 0.06, "clip": 1.0, "eval_every": 0, "max_len": 64,
+         "lr_schedule": "linear", "group_by_length": True}
+
+
+def run(lr: str, seed: int, accuracy: float | None, budget: str = "epochs=1.0", trial: int = 0) -> dict[str, Any]:
+    case = Case("lora", "minilm-l6", 32, 64, overrides=(("lr", lr),))
+    sweep = {"study": f"lora-{budget}", "trial": trial, "params": {"lr": float(lr)}, "seed": seed, "config": lr}
+    train = {**TRAIN, "budget": budget, "seed": seed}
+    if accuracy is None:
+        return Result.of(case, status="failed", reason="loss became nan at step 3", train_config=train,
+                         notes={"sweep": sweep}).to_extra_info()
+    metrics = {"sst2_accuracy": accuracy, "sst2_f1": accuracy - 0.01, "train_time_s": 100.0 + seed,
+               "train_steps": 2105, "train_examples": 67360, "peak_bytes": 400 << 20}
+    return Result.of(case, metrics=metrics, train_config=train, notes={"sweep": sweep}).to_extra_info()
+
+
+def predicted(lr: str) -> dict[str, Any]:
+    case = Case("lora", "minilm-l6", 32, 64, overrides=(("lr", lr),))
+    return Result.of(case, PREDICTED, metrics={"predicted_cuda_peak_bytes": 300 << 20}).to_extra_info()
+
+
+def write(path: Path, infos: list[dict[str, Any]]) -> str:
+    path.write_text(json.dumps({"benchmarks": [{"name": f"b{i}", "extra_info": info} for i, info in enumerate(infos)]}))
+    return str(path)
+
+
+def test_seeds_fold_into_mean_std_and_count(tmp_path: Path) -> None:
+    infos = [run("3e-4", 0, 0.84, trial=0), run("3e-4", 1, 0.85, trial=1), run("3e-4", 2, 0.86, trial=2),
+             run("3e-4", 3, None, trial=3), run("1e-3", 0, 0.80, trial=4), predicted("3e-4"), predicted("1e-3")]
+    text = render(report_args([write(tmp_path / "s.json", infos)]))
+    row = next(line for line in text.splitlines() if line.startswith("| lora (lr=0.0003)"))
+    assert "85.00 ± 1.00 (3)" in row and "84.00 ± 1.00 (3)" in row  # accuracy and F1, the failed seed left out
+    assert "80.00 (1)" in text  # a single run: its count, no spread
+    assert "seeds=[0, 1, 2]" in text and "seed 3: loss became nan at step 3" in text
+    assert "## study lora-epochs=1.0: trials" in text
+    trials = [line for line in text.splitlines() if line.startswith("|") and line.split("|")[1].strip().isdigit()]
+    assert len(trials) == 5 and "failed" in trials[3]
+    assert "best: lora (lr=0.0003): accuracy 85.00 ± 1.00 (3) %, seeds 0,1,2; hyperparameters:" in text
+    assert "lr=0.0003, r=8" in text  # the best configuration's hyperparameters, all of them
+
+
+def test_training_setups_stay_apart(tmp_path: Path) -> None:
+    infos = [run("3e-4", 0, 0.80, budget="epochs=0.25"), run("3e-4", 0, 0.86), run("3e-4", 1, 0.88, trial=1)]
+    text = render(report_args([write(tmp_path / "s.json", infos)]))
+    assert "lora [epochs=0.25]" in text and "lora [epochs=1.0]" in text
+    assert "80.00 (1)" in text and "87.00 ± 1.41 (2)" in text
+
+
+def test_plot_draws_error_bars_over_seeds(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from spbench.reporting.plot import _scatter
+    from spbench.reporting.results import load
+    from spbench.reporting.seeds import merge_over_seeds
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    infos = [run("3e-4", 0, 0.84), run("3e-4", 1, 0.86, trial=1), predicted("3e-4")]
+    rows = merge_over_seeds(load([write(tmp_path / "s.json", infos)])[1])
+    fig, ax = plt.subplots()
+    _scatter(ax, rows, "sst2_accuracy")
+    bars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars) == 1 and "std over seeds" in ax.get_title()
+    (segment,) = bars[0].lines[2][0].get_segments()
+    assert segment[1][1] - segment[0][1] == pytest.approx(2 * 1.4142, rel=1e-3)  # ±1 std in %
+    plt.close(fig)
