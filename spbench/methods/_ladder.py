@@ -281,6 +281,16 @@ class LadderSideModel(nn.Module):
         return self
 
     def downsample(self, key: str, h: torch.Tensor) -> torch.Tensor:
+        side_dtype = self.final_ln.weight.dtype
+        if h.dtype != side_dtype:
+            # A half-precision backbone (``bf16-weights``): the ladder reads its states in their
+            # own precision (no float32 copy of a state kept for backward); the side network
+            # continues in float32.
+            with torch.autocast(h.device.type, dtype=h.dtype):
+                return self._downsample(key, h).to(side_dtype)
+        return self._downsample(key, h)
+
+    def _downsample(self, key: str, h: torch.Tensor) -> torch.Tensor:
         if self.spec.downsampler == "linear":
             return self.down[key](h)
         if self.spec.downsampler == "shared":
@@ -338,5 +348,6 @@ class LadderSideModel(nn.Module):
             # The head reads the first token only: upsampling just it is the same and cheaper.
             logits = self.classifier(self.head_drop(self.upsample(side[:, 0])))
         else:
-            logits = mlm_head(self.backbone)(self.upsample(side))
+            up = self.upsample(side)
+            logits = mlm_head(self.backbone)(up.to(next(self.backbone.parameters()).dtype))
         return SimpleNamespace(logits=logits)

@@ -80,12 +80,36 @@ class Method:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    # Back-propagates through the backbone, so activation checkpointing of its layers applies.
+    supports_grad_checkpointing: ClassVar[bool] = False
+    # Weights that may be stored in half precision without a backprop optimizer updating them
+    # there (MeZO's forward-only updates, LST's frozen backbone): ``to_half_weights`` casts them.
+    supports_half_weights: ClassVar[bool] = False
     lr: float = dataclasses.field(default=1e-4, metadata={"search": "x0.1:x10:log"})  # sweep space
     weight_decay: float = 0.0
 
     def prepare(self, backbone: "Backbone") -> "nn.Module":
         """Return the module to train, with ``requires_grad`` set exactly."""
         raise NotImplementedError
+
+    def enable_grad_checkpointing(self, model: "nn.Module") -> None:
+        """Recompute each backbone layer's activations in backward instead of keeping them:
+        transformers' own activation checkpointing, non-reentrant (through peft wrappers too)."""
+        if not self.supports_grad_checkpointing:
+            raise InputError(f"gradient checkpointing does not apply to {self.name}")
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:  # the name it had before (deprecated alias since)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        # transformers also makes the embedding output require grad, which only reentrant
+        # checkpointing needs: it would pull backward through every frozen layer down to the
+        # embeddings (measured: side_lora's predicted peak +20% on tiny-roberta). Undo it.
+        model.disable_input_require_grads()
+
+    def to_half_weights(self, model: "nn.Module", dtype: "torch.dtype") -> None:
+        """Cast the weights this method may keep in ``dtype`` (a half type), in place."""
+        raise InputError(f"half-precision weights are not sound for {self.name}")
 
     def make_optimizer(self, model: "nn.Module", foreach: bool | None = None) -> "torch.optim.Optimizer":
         """AdamW over the trainable parameters (``foreach`` as CUDA would choose it, or not)."""

@@ -20,6 +20,7 @@ class FullFT(Method):
 
     summary = "full fine-tuning: every parameter trained"
     lr: float = 2e-5
+    supports_grad_checkpointing = True
 
     def prepare(self, backbone: "Backbone") -> "nn.Module":
         model = backbone.model

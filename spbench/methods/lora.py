@@ -47,6 +47,7 @@ class LoRA(Method):
     dropout: float = 0.1
     targets: tuple[str, ...] = ()  # empty: resolved per architecture
     train_head: bool = True
+    supports_grad_checkpointing = True
 
     def lora_config(self, model: "nn.Module") -> object:
         from peft import LoraConfig

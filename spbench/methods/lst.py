@@ -27,6 +27,7 @@ from spbench.errors import InputError
 from spbench.methods.base import Method, register_method
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from spbench.backbones import Backbone
@@ -67,6 +68,16 @@ class LST(Method):
         return SideSpec(r=self.r, gate_temperature=self.gate_temperature, layers=self.layers,
                         init=self.init, dropout=self.dropout, ladder_dropout=self.ladder_dropout,
                         unfreeze_last=self.unfreeze_last, downsampler=self.downsampler)
+
+    supports_half_weights = True
+
+    def to_half_weights(self, model: "nn.Module", dtype: "torch.dtype") -> None:
+        """The frozen backbone in ``dtype`` (it runs under no_grad, no optimizer touches it); the
+        trained side network stays float32 and reads the ladders through ``downsample``."""
+        if self.unfreeze_last:
+            raise InputError(f"{self.name}: half-precision weights with unfreeze_last={self.unfreeze_last} "
+                             "would train half-precision backbone layers")
+        model.backbone.to(dtype)
 
     def prepare(self, backbone: "Backbone") -> "nn.Module":
         from spbench.methods._ladder import LadderSideModel

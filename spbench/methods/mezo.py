@@ -154,6 +154,14 @@ class MeZO(Method):
     trainable: str = "all"
     seed: int = 0
     chunk_elements: int = 1 << 20
+    supports_half_weights = True
+
+    def to_half_weights(self, model: "nn.Module", dtype: "torch.dtype") -> None:
+        """Every weight in ``dtype``, as the paper loads its large models (``--load_float16`` /
+        ``--load_bfloat16``): perturbation and update happen in that precision, so steps below
+        its resolution (bfloat16: 2^-8 relative) round away, and +eps, -2eps, +eps may not
+        restore a weight exactly. No float32 copy exists anywhere, unlike autocast's cache."""
+        model.to(dtype)
 
     def prepare(self, backbone: "Backbone") -> "nn.Module":
         model = backbone.model
