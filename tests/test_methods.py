@@ -194,3 +194,16 @@ def test_every_trainable_parameter_trains_and_every_frozen_one_stays(method: str
 def test_the_invariant_catches_adapters_the_gradient_never_reaches() -> None:
     untrained, moved, _ = three_steps(Case("side_lora", "tiny-bert", 4, 16, overrides=(("targets", "qv"),)))
     assert untrained and all("lora_" in n for n in untrained) and not moved
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_the_matrix_figure_params_with_grad_equals_params_trainable(method: str) -> None:
+    """What the benchmark matrix records (the predicted step on fake tensors): every method's
+    gradient reaches all it trains, so no report row carries the untrained-parameters warning."""
+    from spbench.measure.predict import predict
+
+    metrics, built = predict(Case(method, "tiny-bert", 2, 16))
+    if built.method.uses_backward:
+        assert metrics["params_with_grad"] == metrics["params_trainable"] > 0
+    else:
+        assert "params_with_grad" not in metrics  # no backward: nothing to reach
