@@ -100,6 +100,9 @@ def _estimate(args: argparse.Namespace) -> int:
         metric = METRICS[key]
         text = format_bytes(value) if metric.unit == "bytes" else f"{value:,}"
         print(f"  {metric.label:<44} {text:>14}   {key}")
+    reached, trainable = metrics.get("params_with_grad"), metrics.get("params_trainable")
+    if reached is not None and trainable is not None and reached < trainable:
+        print(f"WARNING: only {reached:,} of {trainable:,} trainable parameters receive a gradient")
     return 0
 
 
