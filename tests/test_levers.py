@@ -129,3 +129,15 @@ def test_lst_half_weights_keep_the_side_network_float32_and_trained(objective: s
 def test_lst_half_weights_refuse_unfrozen_backbone_layers() -> None:
     with pytest.raises(InputError, match="unfreeze_last"):
         build(Case("lst", "tiny-roberta", 2, 16, dtype="bf16-weights", overrides=(("unfreeze_last", "1"),)))
+
+
+def test_a_matrix_with_levers_has_each_lever_only_where_it_applies() -> None:
+    from spbench.options import Options
+
+    cases = Options(methods="full_ft,lst,mezo", backbones="tiny-bert", shapes="2x8",
+                    dtypes="float32,bf16-weights", grad_checkpointing="off,on").cases("memory")
+    assert [c.id for c in cases] == [
+        "full_ft-tiny-bert-b2-s8", "full_ft-tiny-bert-b2-s8-gc", "lst-tiny-bert-b2-s8", "mezo-tiny-bert-b2-s8",
+        "lst-tiny-bert-b2-s8-bf16-weights", "mezo-tiny-bert-b2-s8-bf16-weights"]
+    with pytest.raises(InputError, match="--grad-checkpointing wants off, on or off,on"):
+        Options(grad_checkpointing="yes").cases("memory")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spbench.case import Case, ChainHooks, build, step_fn
+from spbench.case import Case, build
 from spbench.measure.measured import measure_built
 from spbench.measure.params import BackwardReadHooks
 from spbench.measure.predict import predict, predict_built
+from spbench.measure.step import ChainHooks, step_fn
 
 BASELINES = ("bitfit", "ia3", "prefix", "prompt_tuning")
 TINY = ("tiny-bert", "tiny-roberta", "tiny-distilbert")
