@@ -22,7 +22,7 @@ def test_memory(benchmark: Any, memory_case: Case) -> None:
         out: dict[str, Any] = {}
 
         def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-            built, plain = build(case, keep_backbone_copy=True)
+            built, plain = build(case, keep_backbone_copy=True, meta=True)
             out["built"] = built
             return (built, plain), {}
 

@@ -88,6 +88,28 @@ def test_fake_peak_equals_real_cpu_peak_without_emulation(method: str) -> None:
     assert fake == real
 
 
+def _predicted(case: Case, meta: bool) -> dict:
+    built, plain = build(case, keep_backbone_copy=True, meta=meta)
+    return predict_built(built, plain)
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_meta_build_predicts_what_real_weights_predict(method: str) -> None:
+    """The prediction builds on the meta device (no data); every figure must equal the one
+    predicted from real random weights, for every registered method."""
+    case = Case(method, "tiny-roberta", 2, 16)
+    built, _ = build(case, meta=True)
+    assert all(t.is_meta for t in [*built.model.parameters(), *built.model.buffers()])
+    assert _predicted(case, meta=True) == _predicted(case, meta=False)
+
+
+def test_meta_build_of_a_pretrained_checkpoint_predicts_the_same() -> None:
+    """A checkpoint (minilm-l6) is built on meta from its config alone; prompt objective (MLM
+    head, tied decoder, tokenizer label words), LST's pruned init."""
+    case = Case("lst", "minilm-l6", 2, 16, objective="prompt")
+    assert _predicted(case, meta=True) == _predicted(case, meta=False)
+
+
 def test_prediction_is_identical_in_two_processes() -> None:
     code = (
         "import json; from spbench.case import Case; from spbench.measure.predict import predict; "

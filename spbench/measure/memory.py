@@ -30,6 +30,7 @@ from torch.distributed._tools import mod_tracker as _mod_tracker
 from torch.overrides import TorchFunctionMode
 
 CUDA_BLOCK = 512  # CUDACachingAllocator's minimum / rounding unit
+_DEVICE = torch.ops.prim.device.default
 
 BREAKDOWN = {
     "mem_params_bytes": ("Parameter", "Buffer"),
@@ -63,6 +64,16 @@ class Tracker(_mt.MemTracker):
             if set(self._mod_tracker.parents) - {name} == {"Global"}:
                 self.reset_mod_stats()
         super()._pre_fw_hook(module, inputs)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        # Fake tensors answer C++'s device queries through Python (prim.device: most of the
+        # ops a fake step dispatches). They allocate nothing, so MemTracker's per-op
+        # bookkeeping reduces to its peak update.
+        if func is _DEVICE:
+            out = func(*args, **(kwargs or {}))
+            self._update_peak_stats(None)
+            return out
+        return super().__torch_dispatch__(func, types, args, kwargs)
 
     def _update_peak_stats(self, peak_state: Any) -> None:
         # Only the global peak is reported. MemTracker also keeps each active module's local
@@ -100,6 +111,20 @@ def no_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+@contextlib.contextmanager
+def frozen_gc() -> Iterator[None]:
+    """Move every object alive now out of the cyclic collector's reach (``gc.freeze``) until
+    the end, so that ``no_gc``'s collections walk only what was created since. For a
+    prediction that is its fake tensors and graphs, instead of everything the imports and the
+    build left (about 400,000 objects for roberta-large: ~0.4 s per full collection). Nothing
+    alive before is tracked, so no tracked tensor is kept from being freed."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _acyclic_multi_grad_hook(tensors: Any, fn: Any, *, mode: str = "all") -> Any:

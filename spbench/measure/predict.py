@@ -14,7 +14,7 @@ import torch
 
 from spbench.case import Built, Case, build
 from spbench.measure.flops import FlopHooks
-from spbench.measure.memory import cuda_emulation, fake_mode, fakeify, tracked_peak
+from spbench.measure.memory import cuda_emulation, fake_mode, fakeify, frozen_gc, tracked_peak
 from spbench.measure.params import BackwardReadHooks, count_params
 from spbench.measure.step import ChainHooks, autocast_for, step_fn
 
@@ -27,6 +27,7 @@ def _fake_batch(batch: dict[str, torch.Tensor], mode: Any) -> dict[str, torch.Te
             for k, v in batch.items()}
 
 
+@frozen_gc()
 def predict_built(built: Built, plain: torch.nn.Module | None = None,
                   emulate_cuda: bool = True) -> dict[str, Any]:
     """Deterministic figures of a built case (the model is turned fake in place).
