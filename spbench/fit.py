@@ -141,7 +141,7 @@ def predict_peak(case: Case) -> tuple[int, Any]:
     from spbench.measure.predict import predict_built
 
     small = dataclasses.replace(case, batch_size=1, seq_len=2)
-    built, _ = build(small)  # the model does not depend on the shape; a real batch of 1 x 2 is free
+    built, _ = build(small, meta=True)  # the model does not depend on the shape; no weights drawn
     with torch.device("meta"):
         built.batch = built.objective.synthetic_batch(built.backbone, case.batch_size, case.seq_len)
     built.case = case

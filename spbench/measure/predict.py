@@ -14,7 +14,7 @@ import torch
 
 from spbench.case import Built, Case, build
 from spbench.measure.flops import FlopHooks
-from spbench.measure.memory import cuda_emulation, fake_mode, fakeify, frozen_gc, tracked_peak
+from spbench.measure.memory import cuda_emulation, fake_mode, fakeify, frozen_gc, to_fake, tracked_peak
 from spbench.measure.params import BackwardReadHooks, count_params
 from spbench.measure.step import ChainHooks, autocast_for, step_fn
 
@@ -22,9 +22,7 @@ from spbench.measure.step import ChainHooks, autocast_for, step_fn
 def _fake_batch(batch: dict[str, torch.Tensor], mode: Any) -> dict[str, torch.Tensor]:
     """Fake CPU copies of a batch; a batch on the meta device (a size search builds no real
     batch) becomes fake CPU tensors of the same shapes."""
-    cpu = torch.device("cpu")
-    return {k: mode.fake_tensor_converter.from_meta_and_device(mode, v, cpu) if v.is_meta else mode.from_tensor(v)
-            for k, v in batch.items()}
+    return {k: to_fake(v, mode) for k, v in batch.items()}
 
 
 @frozen_gc()

@@ -96,7 +96,7 @@ def block_linears(model: "nn.Module") -> list[str]:
     names = [name for name, m in model.named_modules()
              if isinstance(m, nn.Linear) and prefixes and name.startswith(prefixes)]
     if not names:
-        raise ValueError(f"no transformer blocks with Linear layers found in {type(model).__name__}; "
+        raise InputError(f"no transformer blocks with Linear layers found in {type(model).__name__}; "
                          "pass module names, e.g. --set targets=query,value")
     return names
 
@@ -104,7 +104,7 @@ def block_linears(model: "nn.Module") -> list[str]:
 def resolve_targets(model: "nn.Module", targets: tuple[str, ...]) -> list[str]:
     """peft ``target_modules`` for the tokens / names of ``targets``."""
     if not targets:
-        raise ValueError(f"LoRA targets are empty; use {' or '.join(TOKENS)}, or module names")
+        raise InputError(f"LoRA targets are empty; use {' or '.join(TOKENS)}, or module names")
     out: list[str] = []
     for item in targets:
         if item == "qv":
