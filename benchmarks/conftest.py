@@ -27,7 +27,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          f"step {DEFAULT_BACKBONES['step']}; accuracy {DEFAULT_BACKBONES['accuracy']})")
     group.addoption("--shapes", default=DEFAULT_SHAPES, help="BATCHxSEQ list, e.g. 16x128,32x256")
     group.addoption("--device", default="cpu", help="cpu | cuda | cuda:N (step cases)")
-    group.addoption("--dtypes", default="float32", help="float32,bfloat16 (autocast)")
+    group.addoption("--dtypes", default="float32",
+                    help="float32,bfloat16 (autocast),bf16-weights (half weights: methods where sound)")
+    group.addoption("--grad-checkpointing", default="",
+                    help="off,on: activation checkpointing (on: methods whose backward goes through the backbone)")
     group.addoption("--objective", default="classification", help="classification | prompt")
     group.addoption("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="method hyperparameter for every method that has it")
@@ -49,6 +52,7 @@ def options_of(config: pytest.Config) -> Options:
         methods=config.getoption("--methods"), backbones=config.getoption("--backbones"),
         shapes=config.getoption("--shapes"), dtypes=config.getoption("--dtypes"),
         objective=config.getoption("--objective"), device=config.getoption("--device"),
+        grad_checkpointing=config.getoption("--grad-checkpointing"),
         sets=tuple(config.getoption("--set")), budget=config.getoption("--budget"),
         accuracy_shape=config.getoption("--accuracy-shape"), sst2_dir=config.getoption("--sst2-dir"))
 

@@ -1,6 +1,6 @@
 """One benchmark case, end to end: build, prepare, then measure or predict one training step.
 
-    Case(method, backbone, batch, seq_len, objective, device, dtype, overrides)
+    Case(method, backbone, batch, seq_len, objective, device, dtype, grad_checkpointing, overrides)
       -> Result.of(case, ...)  (spbench.result: its fields are the identity of every result)
       -> backbones.load -> methods.get(name).from_overrides(...).prepare(backbone)
       -> predict(): fake-tensor step with CUDA emulated (deterministic figures, any size)
@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     from spbench.methods.base import Method
     from spbench.objectives import Objective
 
-# float32, or autocast of the forward to a half type (the weights stay float32).
-DTYPES = ("float32", "bfloat16", "float16")
+# float32; autocast of the forward to a half type (the weights stay float32); or the weights
+# themselves in a half type, no autocast (only where a method declares it sound).
+AUTOCAST_DTYPES = ("bfloat16", "float16")
+WEIGHT_DTYPES = {"bf16-weights": "bfloat16", "fp16-weights": "float16"}
+DTYPES = ("float32", *AUTOCAST_DTYPES, *WEIGHT_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class Case:
     seq_len: int = 128
     objective: str = "classification"
     device: str = "cpu"
-    dtype: str = "float32"  # "bfloat16": autocast of the forward, weights stay float32
+    dtype: str = "float32"  # "bfloat16": autocast of the forward; "bf16-weights": half weights
+    grad_checkpointing: bool = False  # activation checkpointing of the backbone's layers
     overrides: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -54,11 +58,34 @@ class Case:
             parts.append(self.objective)
         if self.dtype != "float32":
             parts.append({"bfloat16": "bf16", "float16": "fp16"}.get(self.dtype, self.dtype))
-        shown = {"method", "backbone", "batch_size", "seq_len", "objective", "dtype", "device", "overrides"}
+        if self.grad_checkpointing:
+            parts.append("gc")
+        shown = {"method", "backbone", "batch_size", "seq_len", "objective", "dtype", "grad_checkpointing",
+                 "device", "overrides"}
         parts += [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
                   if f.name not in shown and getattr(self, f.name) != f.default]
         parts += [f"{k}={v}" for k, v in self.overrides]
         return "-".join(parts)
+
+    @property
+    def autocast_dtype(self) -> str | None:
+        """The torch dtype name the forward autocasts to, or None."""
+        return self.dtype if self.dtype in AUTOCAST_DTYPES else None
+
+    @property
+    def weights_dtype(self) -> str | None:
+        """The torch dtype name the weights are cast to (``*-weights``), or None."""
+        return WEIGHT_DTYPES.get(self.dtype)
+
+    @property
+    def levers(self) -> tuple[str, ...]:
+        """The levers this case pulls, as a report labels them beside the method (``full_ft+gc``)."""
+        return (*(("gc",) if self.grad_checkpointing else ()), *((self.dtype,) if self.weights_dtype else ()))
+
+    def without_levers(self) -> "Case":
+        """The same case without its levers: the row a lever is compared against."""
+        return dataclasses.replace(self, grad_checkpointing=False,
+                                   dtype="float32" if self.weights_dtype else self.dtype)
 
     def method_config(self) -> dict[str, Any]:
         """The method's hyperparameters with the overrides applied (``method_config`` in results)."""
@@ -80,7 +107,14 @@ class Case:
         if limit is not None and self.seq_len > limit:
             raise InputError(f"sequence length {self.seq_len} exceeds the backbone's {limit} positions "
                              f"({self.backbone})")
-        methods.get(self.method).from_overrides(dict(self.overrides))
+        cls = methods.get(self.method)
+        if self.grad_checkpointing and not cls.supports_grad_checkpointing:
+            raise InputError(f"gradient checkpointing does not apply to {self.method}: its backward does not "
+                             "go through the backbone's layers (it has no backward there, or none at all)")
+        if self.weights_dtype and not cls.supports_half_weights:
+            raise InputError(f"{self.dtype} is not sound for {self.method}: it would train half-precision "
+                             "weights with a backprop optimizer; use --dtype bfloat16 (autocast) instead")
+        cls.from_overrides(dict(self.overrides))
 
 
 @dataclass
@@ -120,6 +154,12 @@ def build(case: Case, keep_backbone_copy: bool = False, on_device: bool = False,
     # backbone's device.
     with torch.device(device):
         model = method.prepare(bb)
+    if case.grad_checkpointing:
+        method.enable_grad_checkpointing(model)
+    if case.weights_dtype:
+        method.to_half_weights(model, getattr(torch, case.weights_dtype))
+        if plain is not None:  # the floor: inference with the same half-precision weights
+            plain.to(getattr(torch, case.weights_dtype))
     model.train()
     notes = dict(objective.notes(bb))
     return Built(case, method, objective, bb, model, batch, notes), plain

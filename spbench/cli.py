@@ -34,7 +34,11 @@ def add_case_arguments(p: argparse.ArgumentParser, method_required: bool = True)
     p.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
     p.add_argument("--seq-len", type=int, default=128, help="default: %(default)s")
     p.add_argument("--objective", default="classification", help="classification | prompt")
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (autocast) | float16")
+    p.add_argument("--dtype", default="float32",
+                   help="float32 | bfloat16, float16 (autocast) | bf16-weights, fp16-weights (half-precision "
+                        "weights, where sound: mezo, lst, klst)")
+    p.add_argument("--grad-checkpointing", action="store_true",
+                   help="recompute each backbone layer in backward instead of keeping its activations")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="method hyperparameter, repeatable (e.g. --set r=16 --set scope=targets)")
 
@@ -61,7 +65,8 @@ def _case(args: argparse.Namespace) -> Any:
 
     overrides = method_overrides([args.method], args.set)[args.method]
     case = Case(method=args.method, backbone=args.backbone, batch_size=args.batch_size, seq_len=args.seq_len,
-                objective=args.objective, device="cpu", dtype=args.dtype, overrides=overrides)
+                objective=args.objective, device="cpu", dtype=args.dtype,
+                grad_checkpointing=args.grad_checkpointing, overrides=overrides)
     check_cases([case])
     return case
 
@@ -95,6 +100,9 @@ def _estimate(args: argparse.Namespace) -> int:
         metric = METRICS[key]
         text = format_bytes(value) if metric.unit == "bytes" else f"{value:,}"
         print(f"  {metric.label:<44} {text:>14}   {key}")
+    reached, trainable = metrics.get("params_with_grad"), metrics.get("params_trainable")
+    if reached is not None and trainable is not None and reached < trainable:
+        print(f"WARNING: only {reached:,} of {trainable:,} trainable parameters receive a gradient")
     return 0
 
 

@@ -69,14 +69,12 @@ class Fit:
         return None if self.size is None else dataclasses.replace(self.case, **{self.over: self.size})
 
     def to_json(self) -> dict[str, Any]:
-        from spbench.result import SCHEMA_VERSION
+        from spbench.result import CASE_FIELDS, SCHEMA_VERSION
 
-        fixed = "seq_len" if self.over == "batch_size" else "batch_size"
         return {
             "fit_bytes": self.budget, "fit_over": self.over, "fits": self.size is not None,
-            "method": self.case.method, "backbone": self.case.backbone, "objective": self.case.objective,
-            "dtype": self.case.dtype, "overrides": dict(self.case.overrides),
-            fixed: getattr(self.case, fixed), self.over: self.size, "predicted_cuda_peak_bytes": self.peak,
+            **{k: getattr(self.case, k) for k in CASE_FIELDS}, "overrides": dict(self.case.overrides),
+            self.over: self.size, "predicted_cuda_peak_bytes": self.peak,
             "next": {self.over: self.next.size, "predicted_cuda_peak_bytes": self.next.peak,
                      **({"error": self.next.error} if self.next.error else {})},
             "bounded_by": self.bound, "probes": len(self.probes), "schema_version": SCHEMA_VERSION,
@@ -89,8 +87,8 @@ class Fit:
         what = "largest batch size" if self.over == "batch_size" else "longest sequence"
         at = f"seq {self.case.seq_len}" if self.over == "batch_size" else f"batch {self.case.batch_size}"
         word = _WORDS[self.over]
-        head = f"{self.case.method} on {self.case.backbone}, {at}: {what} whose predicted CUDA peak fits " \
-               f"{format_bytes(self.budget)}: "
+        head = f"{self.case.method} on {self.case.backbone}{_levers(self.case)}, {at}: {what} whose predicted " \
+               f"CUDA peak fits {format_bytes(self.budget)}: "
         out = [head + (f"{self.size:,}" if self.size is not None else
                        f"none (even {word} {self.next.size:,} does not fit)")]
         if self.size is not None:
@@ -101,6 +99,19 @@ class Fit:
         if self.bound != "memory":
             out.append(f"  bounded by {self.bound}, not by memory")
         return out
+
+
+def _levers(case: Case) -> str:
+    """", bfloat16, gc, r=16": what else the case sets beyond method, backbone and shape."""
+    parts = []
+    for f in dataclasses.fields(Case):
+        value = getattr(case, f.name)
+        if f.name in ("method", "backbone", "batch_size", "seq_len", "device", "overrides") or value == f.default:
+            continue
+        named = f.name in ("dtype", "objective")
+        parts.append("gc" if f.name == "grad_checkpointing" else str(value) if named else f"{f.name}={value}")
+    parts += [f"{k}={v}" for k, v in case.overrides]
+    return "".join(f", {p}" for p in parts)
 
 
 def _bytes(n: int) -> str:

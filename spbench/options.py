@@ -5,7 +5,7 @@ collection) and ``spbench estimate`` all turn their option strings into cases he
 value is one line naming the option, exit code 2 (a usage error in pytest), before any work:
 
     Options(methods="lora,side_lora", backbones="roberta-base", shapes="8x256,16x128",
-            dtypes="float32,bfloat16", sets=("r=16",)).cases("memory")
+            dtypes="float32,bfloat16", grad_checkpointing="off,on", sets=("r=16",)).cases("memory")
 
 Checked: every method, backbone (an unreadable checkpoint or an uncached hub id included),
 objective, dtype and device; every shape, also against each backbone's positions; every
@@ -76,6 +76,28 @@ def method_overrides(names: list[str], sets: tuple[str, ...] | list[str]) -> dic
     return out
 
 
+def parse_switches(text: str, option: str) -> list[bool]:
+    """``"off"`` (also the default, ""), ``"on"`` or ``"off,on"`` -> the values to run."""
+    values = {"off": False, "on": True}
+    items = split(text) or ["off"]
+    bad = [v for v in items if v not in values]
+    if bad:
+        raise InputError(f"{option} wants off, on or off,on, got {text!r}")
+    return list(dict.fromkeys(values[v] for v in items))
+
+
+def levers(name: str, dtype: str, checkpointing: list[bool]) -> list[bool]:
+    """The checkpointing values method ``name`` runs at ``dtype``: a lever only where it applies
+    (half-precision weights, gradient checkpointing), so a matrix stays a product of options."""
+    from spbench import methods
+    from spbench.case import WEIGHT_DTYPES
+
+    cls = methods.get(name)
+    if dtype in WEIGHT_DTYPES and not cls.supports_half_weights:
+        return []
+    return checkpointing if cls.supports_grad_checkpointing else [False]
+
+
 def check_device(device: str) -> None:
     """A device torch can name, and CUDA only where there is one."""
     import torch
@@ -107,6 +129,7 @@ class Options:
     backbones: str = ""
     shapes: str = ""
     dtypes: str = ""
+    grad_checkpointing: str = ""  # "off" (default), "on", "off,on"
     objective: str = ""
     device: str = "cpu"
     sets: tuple[str, ...] = ()
@@ -133,10 +156,12 @@ class Options:
         else:
             shapes = parse_shapes(self.shapes or DEFAULT_SHAPES)
             dtypes = split(self.dtypes) or ["float32"]
+        checkpointing = parse_switches(self.grad_checkpointing, "--grad-checkpointing") if kind != "accuracy" else [False]
         device = self.device if kind == "step" else "cpu"
         cases = [Case(name, backbone, batch, seq, objective=self.objective or "classification", device=device,
-                      dtype=dtype, overrides=own[name])
-                 for backbone in backbones for batch, seq in shapes for dtype in dtypes for name in names]
+                      dtype=dtype, grad_checkpointing=gc, overrides=own[name])
+                 for backbone in backbones for batch, seq in shapes for dtype in dtypes for name in names
+                 for gc in levers(name, dtype, checkpointing)]
         if validate:
             check_cases(cases)
         return cases

@@ -245,7 +245,7 @@ def warmup_mlm_head(backbone: "Backbone", sentences: Sequence[str], steps: int =
     if head is None or tok is None or tok.mask_token_id is None:
         raise InputError(f"{backbone.name}: the MLM-head warm-up needs a masked-LM model with a tokenizer")
     encoder = {id(p) for p in model.base_model.parameters()}
-    params = [p for name in head_module_names(model) for p in getattr(model, name).parameters()
+    params = [p for name in head_module_names(model) for p in model.get_submodule(name).parameters()
               if id(p) not in encoder]
     for p in model.parameters():
         p.requires_grad_(False)

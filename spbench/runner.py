@@ -102,7 +102,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbones", default="", help="comma-separated backbones (default: per case kind)")
     p.add_argument("--shapes", default="", help="BATCHxSEQ list (default: 16x128)")
     p.add_argument("--device", default="cpu", help="device of the measured step cases")
-    p.add_argument("--dtypes", default="", help="float32,bfloat16")
+    p.add_argument("--dtypes", default="", help="float32,bfloat16 (autocast),bf16-weights (half weights)")
+    p.add_argument("--grad-checkpointing", default="", metavar="off,on",
+                   help="activation checkpointing: off (default), on, or off,on (both, where it applies)")
     p.add_argument("--objective", default="", help="classification (default) | prompt")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method hyperparameter")
     p.add_argument("--memory-only", action="store_true", help="predicted figures only (fast, deterministic)")
@@ -126,10 +128,10 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path) -> li
         targets = [str(bench / "test_memory.py"), str(bench / "test_step.py")]
     cmd = [sys.executable, "-m", "pytest", *targets, f"--benchmark-json={json_path}",
            "-p", "no:cacheprovider", "-q", "--benchmark-columns=median", "-W", "ignore"]
-    for option in ("methods", "backbones", "shapes", "dtypes", "objective"):
+    for option in ("methods", "backbones", "shapes", "dtypes", "objective", "grad_checkpointing"):
         value = getattr(args, option)
         if value:
-            cmd.append(f"--{option}={value}")
+            cmd.append(f"--{option.replace('_', '-')}={value}")
     if args.device != "cpu":
         cmd.append(f"--device={args.device}")
     for item in args.set:
@@ -161,7 +163,7 @@ def check_options(args: argparse.Namespace) -> None:
         raise InputError(f"--out {out}: the folder is not writable")
     kinds = ("accuracy",) if args.accuracy else ("memory",) if args.memory_only else ("memory", "step")
     Options(methods=args.methods, backbones=args.backbones, shapes=args.shapes, dtypes=args.dtypes,
-            objective=args.objective, device=args.device, sets=tuple(args.set), budget=args.budget,
+            grad_checkpointing=args.grad_checkpointing, objective=args.objective, device=args.device, sets=tuple(args.set), budget=args.budget,
             accuracy_shape=args.accuracy_shape, sst2_dir=args.sst2_dir).validate(kinds)
 
 

@@ -103,3 +103,13 @@ def test_json_output_is_pure_json_in_every_outcome(extra: list[str], code: int, 
     assert "Traceback" not in proc.stderr
     if code == 0:
         assert doc["predicted_cuda_peak_bytes"] <= doc["fit_bytes"] < doc["next"]["predicted_cuda_peak_bytes"]
+
+
+def test_the_answer_names_every_case_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_peaks(monkeypatch, lambda c: c.batch_size)
+    case = Case("full_ft", "tiny-bert", seq_len=64, dtype="bfloat16", grad_checkpointing=True, overrides=(("lr", "1e-4"),))
+    answer = fit(case, 100)
+    doc = answer.to_json()
+    assert doc["grad_checkpointing"] is True and doc["dtype"] == "bfloat16" and doc["seq_len"] == 64
+    assert doc["batch_size"] == 100 and doc["overrides"] == {"lr": "1e-4"}
+    assert answer.lines()[0].startswith("full_ft on tiny-bert, bfloat16, gc, lr=1e-4, seq 64: largest batch size")

@@ -1,5 +1,6 @@
-"""LST and k-LST on tiny models: what backward touches, gates, k=1 == LST, window padding,
-pruned init, the padding mask, and a real training step."""
+"""LST and k-LST on tiny models: what backward touches, gates, layer dropping, the position
+fusion (k=1 == LST, window padding, dropout), pruned init, the padding mask, a real training
+step. The team's attention fusion has its own tests in test_klst.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from spbench import backbones, methods
 from spbench.case import Case, build
 from spbench.measure.step import ChainHooks, step_fn
 from spbench.measure.params import BackwardReadHooks
-from spbench.methods._ladder import LadderSideModel, WindowFusion, layer_parts, prune_plan
+from spbench.methods._fusion import WindowFusion
+from spbench.methods._ladder import LadderSideModel, layer_parts, prune_plan, side_layer_indices
 
 TINY = ["tiny-bert", "tiny-roberta", "tiny-distilbert"]
 
@@ -39,8 +41,10 @@ def _backbone_params(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
 
 
 @pytest.mark.parametrize("backbone", TINY)
-@pytest.mark.parametrize("method,overrides", [("lst", ()), ("klst", (("k", "3"),)),
-                                              ("klst", (("pool_all", "true"), ("window_dropout", "0.2")))])
+@pytest.mark.parametrize("method,overrides", [
+    ("lst", ()), ("lst", (("drop_every", "2"),)), ("klst", ()), ("klst", (("fusion", "position"), ("k", "3"))),
+    ("klst", (("pool_all", "true"), ("window_dropout", "0.2"))),
+    ("klst", (("fusion", "position"), ("pool_all", "true"), ("window_dropout", "0.2")))])
 def test_backward_never_touches_the_backbone(backbone: str, method: str, overrides: tuple) -> None:
     built, _ = build(Case(method, backbone, 2, 8, overrides=overrides))
     optimizer = built.method.make_optimizer(built.model)
@@ -64,16 +68,31 @@ def test_unfreezing_last_layer_lets_backward_into_it_only() -> None:
     assert not built.model.backbone.bert.encoder.layer[0].training  # frozen: always eval
 
 
-@pytest.mark.parametrize("method", ["lst", "klst"])
-def test_gates_start_at_one_half(method: str) -> None:
-    model = _model(method)
+@pytest.mark.parametrize("method,hp", [("lst", {}), ("klst", {"fusion": "position"})])
+def test_gates_start_at_one_half(method: str, hp: dict) -> None:
+    model = _model(method, **hp)
     mu = torch.sigmoid(model.gates / model.spec.gate_temperature)
     assert mu.shape == (2,) and torch.equal(mu, torch.full((2,), 0.5))
 
 
+def test_layer_dropping_follows_the_papers_scripts() -> None:
+    # ladder_side_tuning_base.sh (T5-base, 12 layers) and ..._large.sh (T5-large, 24 layers)
+    assert side_layer_indices(12, (), 4) == (1, 2, 3, 5, 6, 7, 9, 10, 11)
+    assert side_layer_indices(24, (), 2) == tuple(range(1, 24, 2))
+    assert side_layer_indices(12, (), 0) == tuple(range(12))
+    assert side_layer_indices(12, (0, -1), 0) == (0, 11)
+    model = _model("lst", drop_every=2)
+    assert model.layers == (1,) and len(model.side_layers) == 1 and model.gates.shape == (1,)
+    assert sorted(model.down) == ["1", "emb"]  # no downsampler for a dropped layer
+    for bad in ({"drop_every": 1}, {"drop_every": 2, "layers": (1,)}):
+        with pytest.raises(ValueError, match="drop_every"):
+            _model("lst", **bad)
+
+
 @pytest.mark.parametrize("backbone", TINY)
-def test_k1_equals_lst_given_the_same_weights(backbone: str) -> None:
-    lst, klst1, klst3 = (_model(m, backbone, **hp) for m, hp in [("lst", {}), ("klst", {"k": 1}), ("klst", {"k": 3})])
+def test_position_fusion_k1_equals_lst_given_the_same_weights(backbone: str) -> None:
+    lst, klst1, klst3 = (_model(m, backbone, **hp) for m, hp in [
+        ("lst", {}), ("klst", {"k": 1, "fusion": "position"}), ("klst", {"k": 3, "fusion": "position"})])
     lst_state = {k: v for k, v in lst.state_dict().items() if not k.startswith("backbone.")}
     for other in (klst1, klst3):
         missing, unexpected = other.load_state_dict(lst_state, strict=False)
@@ -87,15 +106,15 @@ def test_k1_equals_lst_given_the_same_weights(backbone: str) -> None:
 
 def _windows(model: LadderSideModel, batch: dict[str, torch.Tensor]) -> list[tuple[Any, ...]]:
     seen: list[tuple[Any, ...]] = []
-    handles = [f.register_forward_hook(lambda mod, args, out: seen.append(args)) for f in model.fusion]
+    handles = [f.register_forward_hook(lambda mod, args, out: seen.append(args)) for f in model.fusion.position]
     _logits(model, batch)
     for h in handles:
         h.remove()
     return seen
 
 
-def test_window_is_zero_padded_at_first_and_last_layers() -> None:
-    model = _model("klst", k=5).eval()  # 2 backbone layers, window of 5: two pads on each side
+def test_position_window_is_zero_padded_at_first_and_last_layers() -> None:
+    model = _model("klst", k=5, fusion="position").eval()  # 2 backbone layers, window of 5: two pads on each side
     batch = _batch()
     states = model.backbone_states(batch["input_ids"], batch["attention_mask"])
     with torch.no_grad():
@@ -109,14 +128,14 @@ def test_window_is_zero_padded_at_first_and_last_layers() -> None:
             assert torch.equal(window[:, :, j], expected), (j, l)
 
 
-def test_pool_all_attends_over_every_layer_without_padding() -> None:
-    model = _model("klst", pool_all=True).eval()
+def test_position_pool_all_attends_over_every_layer_without_padding() -> None:
+    model = _model("klst", pool_all=True, fusion="position").eval()
     (_, w0, _), (_, w1, _) = _windows(model, _batch())
     assert w0.shape[2] == 2 and torch.equal(w0, w1) and w0.abs().sum(-1).gt(0).all()
 
 
-def test_window_dropout_drops_members_but_never_the_centre() -> None:
-    model = _model("klst", k=5, window_dropout=0.5).train()
+def test_position_window_dropout_drops_members_but_never_the_centre() -> None:
+    model = _model("klst", k=5, window_dropout=0.5, fusion="position").train()
     torch.manual_seed(0)
     keeps = [keep for _, _, keep in _windows(model, _batch(b=16))]
     assert all(k is not None and k[..., 2].all() for k in keeps)
@@ -157,7 +176,9 @@ def test_pruned_init_keeps_shapes_and_the_most_important_channels() -> None:
 
 
 @pytest.mark.parametrize("backbone", TINY)
-@pytest.mark.parametrize("method,hp", [("lst", {}), ("klst", {"k": 3}), ("klst", {"pool_all": True})])
+@pytest.mark.parametrize("method,hp", [("lst", {}), ("klst", {}), ("klst", {"k": 1}), ("klst", {"pool_all": True}),
+                                       ("klst", {"fusion": "position", "k": 3}),
+                                       ("klst", {"fusion": "position", "pool_all": True})])
 def test_padded_tokens_do_not_leak_into_the_logits(backbone: str, method: str, hp: dict) -> None:
     model = _model(method, backbone, **hp).eval()
     batch = _batch(backbone, b=4, s=12)
@@ -186,8 +207,9 @@ def test_mlm_head_scores_the_vocabulary_and_backward_skips_the_encoder() -> None
     assert all(p.grad is None for p in _backbone_params(model).values())
 
 
-def test_training_step_changes_side_parameters_only() -> None:
-    built, _ = build(Case("klst", "tiny-bert", 4, 8, overrides=(("k", "3"),)))
+@pytest.mark.parametrize("overrides", [(("k", "3"),), (("k", "3"), ("fusion", "position"))])
+def test_training_step_changes_side_parameters_only(overrides: tuple) -> None:
+    built, _ = build(Case("klst", "tiny-bert", 4, 8, overrides=overrides))
     before = {n: p.detach().clone() for n, p in built.model.named_parameters()}
     optimizer = built.method.make_optimizer(built.model)
     for _ in range(2):
@@ -200,16 +222,19 @@ def test_training_step_changes_side_parameters_only() -> None:
 
 
 def test_hyperparameters_parse_and_shape_the_side_network() -> None:
-    klst = methods.get("klst").from_overrides({"k": "9", "layers": "0,-1", "downsampler": "shared"})
-    assert klst.k == 9 and klst.layers == (0, -1) and klst.downsampler == "shared"
+    klst = methods.get("klst").from_overrides({"k": "5", "layers": "0,-1", "downsampler": "shared",
+                                              "fusion": "position"})
+    assert klst.k == 5 and klst.layers == (0, -1) and klst.downsampler == "shared" and klst.fusion == "position"
     model = _model("lst", layers=(-1,), downsampler="avgpool")
     assert len(model.side_layers) == 1 and model.layers == (1,)
     assert not any(".down" in n or n.startswith("down") for n, _ in model.named_parameters())
     shared = _model("lst", downsampler="shared")
     assert sum(1 for n, _ in shared.named_parameters() if n.startswith("down")) == 2  # one weight, one bias
-    assert isinstance(_model("klst").fusion[0], WindowFusion)
+    assert isinstance(_model("klst").fusion, WindowFusion) and _model("lst").fusion is None
     with pytest.raises(ValueError, match="odd"):
         _model("klst", k=4)
+    with pytest.raises(ValueError, match="fusion must be one of attention, position"):
+        methods.get("klst").from_overrides({"fusion": "gated"})
     with pytest.raises(ValueError, match="outside"):
         _model("lst", layers=(5,))
     with pytest.raises(ValueError, match="must divide"):
@@ -221,8 +246,10 @@ def test_predicted_step_runs_on_fake_tensors() -> None:
 
     lst, _ = predict(Case("lst", "tiny-roberta", 2, 16))
     klst, _ = predict(Case("klst", "tiny-roberta", 2, 16, overrides=(("k", "3"),)))
-    for m in (lst, klst):
+    position, _ = predict(Case("klst", "tiny-roberta", 2, 16, overrides=(("k", "3"), ("fusion", "position"))))
+    for m in (lst, klst, position):
         assert 0 < m["params_backward_read"] <= m["params_trainable"] < m["params_total"]
         assert m["params_with_grad"] == m["params_trainable"]
         assert m["predicted_cuda_peak_bytes"] > m["mem_params_bytes"] > 0
     assert klst["params_trainable"] > lst["params_trainable"]
+    assert position["params_trainable"] > lst["params_trainable"]

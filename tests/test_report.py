@@ -80,6 +80,39 @@ def test_snapshot(capsys: pytest.CaptureFixture[str], name: str, argv: list[str]
     snapshot(name, out)
 
 
+@pytest.mark.parametrize("fmt_name", ["markdown", "latex", "terminal", "csv"])
+@pytest.mark.parametrize("compare", [False, True])
+def test_untrained_parameters_warn_in_every_format(capsys: pytest.CaptureFixture[str], fmt_name: str,
+                                                   compare: bool) -> None:
+    # The fixture's side_lora (q/v adapters, every frozen input detached) reaches 66 of 2,114
+    # trainable parameters on tiny-bert; lora reaches all of them.
+    argv = [str(FIXTURE), "--format", fmt_name] + (["--compare", "lora", "side_lora"] if compare else [])
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    text = " ".join(out.replace("\\_", "_").split())  # LaTeX escapes, terminal line wrapping
+    assert "WARNING side_lora: only 66 of 2,114 trainable parameters receive a gradient" in text.replace(
+        "\\textbf{WARNING}", "WARNING").replace("**WARNING**", "WARNING")
+    assert "lora: only" not in text.replace("side_lora: only", "")
+    if fmt_name == "csv":
+        lines = list(csv.DictReader(io.StringIO(out)))
+        flagged = {line["a" if compare else "label"] for line in lines if "side_lora" in line["warning"]}
+        assert flagged == ({"lora"} if compare else {"side_lora"})  # compare: on every line of the pair
+
+
+def test_compare_title_says_whether_the_adapters_are_the_same(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, str(FIXTURE), "--compare", "lora", "side_lora")
+    assert code == 0 and out.startswith("# spbench report: lora vs side_lora, same adapters")
+
+    def other_targets(doc: dict[str, Any]) -> None:
+        for bench in doc["benchmarks"]:
+            if bench["extra_info"]["method"] == "side_lora":
+                bench["extra_info"]["method_config"]["targets"] = ["blocks"]
+
+    code, out, _ = run(capsys, str(derived(tmp_path, "tiny.json", other_targets)), "--compare", "lora", "side_lora")
+    assert code == 0 and out.startswith("# spbench report: lora vs side_lora\n") and "same adapters" not in out
+
+
 def test_step_and_predicted_records_merge_into_one_row_per_case() -> None:
     _, records = load([FIXTURE])
     rows = merge_rows(records)

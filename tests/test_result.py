@@ -43,10 +43,10 @@ def test_an_older_record_without_newer_fields_loads_with_defaults() -> None:
 def test_a_new_case_field_reaches_the_case_id() -> None:
     @dataclasses.dataclass(frozen=True)
     class Wider(Case):
-        grad_checkpointing: bool = False
+        offload: bool = False
 
     assert Wider("lora", "tiny-bert").id == "lora-tiny-bert-b16-s128"
-    assert Wider("lora", "tiny-bert", grad_checkpointing=True).id == "lora-tiny-bert-b16-s128-grad_checkpointing=True"
+    assert Wider("lora", "tiny-bert", offload=True).id == "lora-tiny-bert-b16-s128-offload=True"
 
 
 def test_a_case_that_fails_on_its_configuration_is_still_a_result() -> None:

@@ -179,23 +179,35 @@ def _efficient_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return out[0]
 
 
+_TORCH_SDPA = F.scaled_dot_product_attention
+
+
 class _CudaSdpa(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if func is F.scaled_dot_product_attention:
+        if func is _TORCH_SDPA:
             return _efficient_sdpa(*args, **(kwargs or {}))
         return func(*args, **(kwargs or {}))
 
 
 @contextlib.contextmanager
 def cuda_emulation() -> Iterator[None]:
-    """Within: SDPA takes CUDA's memory-efficient path and tracked blocks round to 512 B."""
+    """Within: SDPA takes CUDA's memory-efficient path and tracked blocks round to 512 B.
+
+    Two routes to SDPA are replaced: the function mode catches every call in the forward, and
+    ``F.scaled_dot_product_attention`` itself is swapped because the autograd engine runs
+    activation-checkpointing recomputation without the caller's function modes (dispatch
+    modes, the tracker among them, do stay active there). Without the swap a recomputed layer
+    took the CPU kernel, saved other tensors than its forward and checkpointing raised.
+    """
     original = _mt._WeakRefInfo
     _mt._WeakRefInfo = _RoundedInfo  # type: ignore[misc]
+    F.scaled_dot_product_attention = _efficient_sdpa  # type: ignore[assignment]
     try:
         with _CudaSdpa():
             yield
     finally:
         _mt._WeakRefInfo = original  # type: ignore[misc]
+        F.scaled_dot_product_attention = _TORCH_SDPA  # type: ignore[assignment]
 
 
 # --- fake tensors --------------------------------------------------------------------------

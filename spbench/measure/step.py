@@ -35,8 +35,8 @@ class ChainHooks(StepHooks):
 
 
 def autocast_for(case: "Case", device_type: str) -> tuple[str, torch.dtype] | None:
-    """(device type, dtype) of the case's autocast, or None for float32."""
-    return None if case.dtype == "float32" else (device_type, getattr(torch, case.dtype))
+    """(device type, dtype) of the case's autocast, or None (float32, or half weights)."""
+    return None if case.autocast_dtype is None else (device_type, getattr(torch, case.autocast_dtype))
 
 
 def step_fn(built: "Built", optimizer: torch.optim.Optimizer, hooks: StepHooks) -> Callable[[], torch.Tensor]:

@@ -1,27 +1,37 @@
-"""The side network of Ladder Side-Tuning (Sung, Cho, Bansal 2022, arXiv:2206.06522) and k-LST.
+"""The side network of Ladder Side-Tuning (Sung, Cho, Bansal 2022, arXiv:2206.06522; github
+ylsung/Ladder-Side-Tuning) and of k-LST (the seed team's, github matoototo/k-LST).
 
     s_0     = down_emb(h_0)                                       (width D = d / r)
-    f_i     = down_i(h_{l_i})                                     LST: the ladder of layer i
-    f_i     = sum_j softmax_j(q_i . (m_j + p_j) / sqrt(D)) m_j    k-LST: m_j = down(h_{l_i + j}),
-              j = -(k-1)/2 .. (k-1)/2, zero outside the backbone; q_i = W_i s; p_j learned
+    f_i     = down_i(h_{l_i})                                     LST: the ladder of side layer i
     mu_i    = sigmoid(alpha_i / T),  alpha_i = 0 at start         (so every gate starts at 0.5)
     s_i     = side_layer_i(mu_i s_{i-1} + (1 - mu_i) f_i)
+    s_i     = side_layer_i(MHA_i(s_{i-1}, window_i))              k-LST, attention fusion: no gate
     logits  = head(up(LayerNorm(s_n)))                            head: Linear on the first token,
                                                                   or the backbone's frozen MLM head
 
-The backbone runs under ``torch.no_grad()`` (unless its last layers are unfrozen), so backward
-never enters it: its activations are not kept for backward and its weights are not read.
+l_i is the backbone layer of side layer i: every layer, or the ``layers`` / ``drop_every`` choice
+(the paper's layer dropping). k-LST's windows and fusions are in ``_fusion.py``.
 
-k-LST's positional embeddings enter the attention *keys* only, so the fused value is a convex
-combination of the projected members themselves; with k=1 the softmax weight is exactly 1 and
-the fused ladder is the LST ladder bit for bit (tested). The window is a slice of one stacked,
-zero-padded tensor of all projected layers, so the k members are never copied per side layer.
+The backbone runs under ``torch.no_grad()`` (unless its last layers are unfrozen), so backward
+never enters it: its activations are not kept for backward and its weights are not read. It
+always runs in eval mode (no dropout on the frozen features), as in the team's code, where the
+backbone is not a registered submodule; the paper's trainer put the whole model, frozen
+backbone included, in training mode (dropout on its activations) - a deviation.
+
+Side layers are BERT-shaped post-LN encoder layers at width d/r: the backbone's head count
+(head width / r), FFN width / r, GELU, dropout 0.1 (as the paper's side blocks: the backbone's
+own layer class at reduced width), with the padding mask. Pruned init (default) copies the 1/r
+most important channels of the matching backbone layer (:func:`prune_plan`). Deviations from
+the paper's ``fisher-v2`` init: importance is the L1 magnitude of the weights, not Fisher
+information (squared gradients of the task loss over 1,024 training examples: that needs
+labelled data inside ``prepare``, which no benchmark case has); and kept channels are chosen per
+layer for the residual stream and per head for attention, where the paper's pruning chains the
+choice Linear to Linear (q/k/v rows jointly, across heads) without a consistent residual.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -32,6 +42,7 @@ from torch import nn
 
 from spbench.errors import InputError
 from spbench.backbones import mlm_head
+from spbench.methods._fusion import WindowFusion
 
 # Where the weights of one encoder layer live, per family (the query path identifies it).
 LAYER_PARTS = {
@@ -48,7 +59,9 @@ LAYER_PARTS = {
 class SideSpec:
     """What the side network looks like (built by the ``lst`` / ``klst`` methods).
 
-    ``k=0`` means the plain LST ladder; ``k>=1`` the k-LST window fusion.
+    ``k=0`` means the plain LST ladder; ``k>=1`` the k-LST window ``fusion`` ("attention" or
+    "position", see ``_fusion.py``). ``drop_every=m`` (with ``layers`` empty) gives side layers
+    to the backbone layers l with l % m != 0 (the LST paper's layer dropping).
     """
 
     r: int = 8
@@ -62,6 +75,20 @@ class SideSpec:
     k: int = 0
     window_dropout: float = 0.0
     pool_all: bool = False
+    fusion: str = "position"
+    drop_every: int = 0
+
+
+def side_layer_indices(n: int, layers: tuple[int, ...], drop_every: int) -> tuple[int, ...]:
+    """The backbone layers (of ``n``) that get a side layer: ``layers`` (negative counts from the
+    end), else every l with ``l % drop_every != 0``, else all."""
+    if any(not -n <= l < n for l in layers):
+        raise InputError(f"LST: layers {layers} outside the backbone's {n} layers")
+    if drop_every and (layers or drop_every < 2):
+        raise InputError(f"LST: drop_every={drop_every} wants 2 or more and no explicit layers")
+    if layers:
+        return tuple(sorted({l % n for l in layers}))
+    return tuple(l for l in range(n) if not drop_every or l % drop_every)
 
 
 def encoder_layers(base: nn.Module) -> nn.ModuleList:
@@ -166,24 +193,6 @@ class AvgPoolDown(nn.Module):
         return h.unflatten(-1, (-1, self.r)).mean(-1)
 
 
-class WindowFusion(nn.Module):
-    """k-LST: fuse a window of projected backbone layers by attention from the side state."""
-
-    def __init__(self, width: int, members: int) -> None:
-        super().__init__()
-        self.query = nn.Linear(width, width)
-        self.pos = nn.Parameter(torch.randn(members, width) * 0.02)
-        self.scale = 1.0 / math.sqrt(width)
-
-    def forward(self, side: torch.Tensor, window: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        """side (B, S, D); window (B, S, k, D); keep (B, 1, k) bool or None -> (B, S, D)."""
-        q = self.query(side)
-        scores = (torch.einsum("bsd,bskd->bsk", q, window) + q @ self.pos.T) * self.scale
-        if keep is not None:
-            scores = scores.masked_fill(~keep, float("-inf"))
-        return torch.einsum("bsk,bskd->bsd", scores.softmax(-1), window)
-
-
 def _config_value(config: Any, *names: str) -> Any:
     for name in names:
         if getattr(config, name, None) is not None:
@@ -217,18 +226,18 @@ class LadderSideModel(nn.Module):
         self.backbone, self.head, self.spec = model, head, spec
         self.base_layers = encoder_layers(model.base_model)
         n = len(self.base_layers)
-        if any(not -n <= l < n for l in spec.layers):
-            raise InputError(f"LST: layers {spec.layers} outside the backbone's {n} layers")
-        self.layers = tuple(sorted({l % n for l in spec.layers})) if spec.layers else tuple(range(n))
+        self.layers = side_layer_indices(n, spec.layers, spec.drop_every)
         if not 0 <= spec.unfreeze_last <= n:
             raise InputError(f"LST: unfreeze_last={spec.unfreeze_last} outside 0..{n}")
-        if spec.k < 0 or (spec.k and spec.k % 2 == 0):
+        if spec.k < 0:
             raise InputError(f"k-LST: k must be odd and positive, not {spec.k}")
         width = d // r
+        self.fusion = (WindowFusion(spec.fusion, width, self.layers, n, spec.k, spec.pool_all, spec.window_dropout)
+                       if spec.k else None)
 
         # Downsamplers: "emb" for the side network's first input, one per backbone layer read.
-        read = self.layers if spec.k == 0 else tuple(range(n))
-        keys = ["emb", *map(str, read)]
+        self.read = self.fusion.read() if self.fusion is not None else self.layers
+        keys = ["emb", *map(str, self.read)]
         if spec.downsampler == "linear":
             self.down = nn.ModuleDict({key: nn.Linear(d, width) for key in keys})
         elif spec.downsampler == "shared":
@@ -238,11 +247,9 @@ class LadderSideModel(nn.Module):
         else:
             raise InputError(f"LST: downsampler must be linear, shared or avgpool, not {spec.downsampler!r}")
         self.side_layers = nn.ModuleList(SideLayer(width, heads, ffn // r, eps, spec.dropout) for _ in self.layers)
-        self.gates = nn.Parameter(torch.zeros(len(self.layers)))
+        # The team's attention fusion has no gate: its output replaces the ladder input.
+        self.gates = nn.Parameter(torch.zeros(len(self.layers))) if self.fusion is None or self.fusion.gated else None
         self.ladder_drop = nn.Dropout(spec.ladder_dropout)
-        if spec.k:
-            members = n if spec.pool_all else spec.k
-            self.fusion = nn.ModuleList(WindowFusion(width, members) for _ in self.layers)
         self.final_ln = nn.LayerNorm(width, eps=eps)
         self.upsample = nn.Linear(width, d)
         if head == "classification":
@@ -265,7 +272,8 @@ class LadderSideModel(nn.Module):
 
     def _init_side(self, std: float) -> None:
         for name, module in self.named_modules():
-            if name.startswith("backbone"):
+            # The attention fusion keeps PyTorch's own initialisation, as the team's code does.
+            if name.startswith(("backbone", "fusion.attn", "fusion.block_pos")):
                 continue
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=std)
@@ -281,6 +289,16 @@ class LadderSideModel(nn.Module):
         return self
 
     def downsample(self, key: str, h: torch.Tensor) -> torch.Tensor:
+        side_dtype = self.final_ln.weight.dtype
+        if h.dtype != side_dtype:
+            # A half-precision backbone (``bf16-weights``): the ladder reads its states in their
+            # own precision (no float32 copy of a state kept for backward); the side network
+            # continues in float32.
+            with torch.autocast(h.device.type, dtype=h.dtype):
+                return self._downsample(key, h).to(side_dtype)
+        return self._downsample(key, h)
+
+    def _downsample(self, key: str, h: torch.Tensor) -> torch.Tensor:
         if self.spec.downsampler == "linear":
             return self.down[key](h)
         if self.spec.downsampler == "shared":
@@ -295,32 +313,12 @@ class LadderSideModel(nn.Module):
                                            output_hidden_states=True, return_dict=True)
         return out.hidden_states
 
-    def ladders(self, states: tuple[torch.Tensor, ...]) -> Callable[[int, torch.Tensor], torch.Tensor]:
+    def ladders(self, states: tuple[torch.Tensor, ...], pad: torch.Tensor) -> Callable[[int, torch.Tensor], torch.Tensor]:
         """A function (side index, side state) -> the ladder input of that side layer."""
-        spec = self.spec
-        if not spec.k:
+        if self.fusion is None:
             return lambda i, side: self.downsample(str(self.layers[i]), states[self.layers[i] + 1])
-        feats = [self.downsample(str(l), h) for l, h in enumerate(states[1:])]
-        half = 0 if spec.pool_all else spec.k // 2
-        zeros = [feats[0].new_zeros(feats[0].shape)] * half
-        stacked = torch.stack(zeros + feats + zeros, dim=2)  # (B, S, n + 2 half, D)
-        members = stacked.shape[2] if spec.pool_all else spec.k
-
-        def keep_mask(centre: int) -> torch.Tensor | None:
-            if not (self.training and spec.window_dropout > 0):
-                return None
-            b = stacked.shape[0]
-            keep = torch.rand(b, 1, members, device=stacked.device) >= spec.window_dropout
-            always = torch.zeros(members, dtype=torch.bool, device=stacked.device)
-            always[centre] = True  # the centre member is never dropped: the softmax stays defined
-            return keep | always
-
-        def fused(i: int, side: torch.Tensor) -> torch.Tensor:
-            l = self.layers[i]
-            window = stacked if spec.pool_all else stacked[:, :, l:l + spec.k]
-            return self.fusion[i](side, window, keep_mask(l if spec.pool_all else half))
-
-        return fused
+        feats = {l: self.downsample(str(l), states[l + 1]) for l in self.read}
+        return self.fusion.bind(feats, pad)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 **_: Any) -> SimpleNamespace:
@@ -328,15 +326,20 @@ class LadderSideModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         states = self.backbone_states(input_ids, attention_mask)
         mask = attention_mask.bool()[:, None, None, :]
-        ladder = self.ladders(states)
+        ladder = self.ladders(states, attention_mask == 0)
         side = self.downsample("emb", states[0])
         for i, layer in enumerate(self.side_layers):
-            mu = torch.sigmoid(self.gates[i] / self.spec.gate_temperature)
-            side = layer(mu * side + (1 - mu) * self.ladder_drop(ladder(i, side)), mask)
+            fused = self.ladder_drop(ladder(i, side))
+            if self.gates is None:
+                side = layer(fused, mask)
+            else:
+                mu = torch.sigmoid(self.gates[i] / self.spec.gate_temperature)
+                side = layer(mu * side + (1 - mu) * fused, mask)
         side = self.final_ln(side)
         if self.head == "classification":
             # The head reads the first token only: upsampling just it is the same and cheaper.
             logits = self.classifier(self.head_drop(self.upsample(side[:, 0])))
         else:
-            logits = mlm_head(self.backbone)(self.upsample(side))
+            up = self.upsample(side)
+            logits = mlm_head(self.backbone)(up.to(next(self.backbone.parameters()).dtype))
         return SimpleNamespace(logits=logits)

@@ -52,11 +52,23 @@ def trainable_parameters(model: "nn.Module") -> list["torch.Tensor"]:
 
 
 def head_module_names(model: "nn.Module") -> list[str]:
-    """Top-level modules of a transformers ``*For*`` model other than the backbone itself:
-    the task head (``classifier``, ``pre_classifier``, ``lm_head``, ...)."""
+    """Qualified names of the task head of a transformers ``*For*`` model: its top-level modules
+    other than the backbone (``classifier``, ``pre_classifier``, ``lm_head``, ...) and, where
+    the backbone has one, its pooler (``bert.pooler``).
+
+    BERT's pooler (dense + tanh on the first token) lives inside the backbone but only feeds
+    the classification head, so it trains with the head in every method that trains the head.
+    Models whose head does not read it are built without one (RoBERTa and DistilBERT
+    classifiers, every masked-LM model), so nothing else changes for them.
+    """
     prefix = getattr(model, "base_model_prefix", "")
-    return [name for name, child in model.named_children()
-            if name != prefix and any(True for _ in child.parameters())]
+    names = [name for name, child in model.named_children()
+             if name != prefix and any(True for _ in child.parameters())]
+    base = getattr(model, prefix, None) if prefix else None
+    pooler = getattr(base, "pooler", None) if base is not None and base is not model else None
+    if pooler is not None and any(True for _ in pooler.parameters()):
+        names.append(f"{prefix}.pooler")
+    return names
 
 
 @dataclass(frozen=True)
@@ -80,12 +92,36 @@ class Method:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    # Back-propagates through the backbone, so activation checkpointing of its layers applies.
+    supports_grad_checkpointing: ClassVar[bool] = False
+    # Weights that may be stored in half precision without a backprop optimizer updating them
+    # there (MeZO's forward-only updates, LST's frozen backbone): ``to_half_weights`` casts them.
+    supports_half_weights: ClassVar[bool] = False
     lr: float = dataclasses.field(default=1e-4, metadata={"search": "x0.1:x10:log"})  # sweep space
     weight_decay: float = 0.0
 
     def prepare(self, backbone: "Backbone") -> "nn.Module":
         """Return the module to train, with ``requires_grad`` set exactly."""
         raise NotImplementedError
+
+    def enable_grad_checkpointing(self, model: "nn.Module") -> None:
+        """Recompute each backbone layer's activations in backward instead of keeping them:
+        transformers' own activation checkpointing, non-reentrant (through peft wrappers too)."""
+        if not self.supports_grad_checkpointing:
+            raise InputError(f"gradient checkpointing does not apply to {self.name}")
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:  # the name it had before (deprecated alias since)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        # transformers also makes the embedding output require grad, which only reentrant
+        # checkpointing needs: it would pull backward through every frozen layer down to the
+        # embeddings (measured: side_lora's predicted peak +20% on tiny-roberta). Undo it.
+        model.disable_input_require_grads()
+
+    def to_half_weights(self, model: "nn.Module", dtype: "torch.dtype") -> None:
+        """Cast the weights this method may keep in ``dtype`` (a half type), in place."""
+        raise InputError(f"half-precision weights are not sound for {self.name}")
 
     def make_optimizer(self, model: "nn.Module", foreach: bool | None = None) -> "torch.optim.Optimizer":
         """AdamW over the trainable parameters (``foreach`` as CUDA would choose it, or not)."""

@@ -1,9 +1,42 @@
-"""LoRA (Hu et al. 2021, arXiv:2106.09685) through ``peft``.
+"""LoRA (Hu et al. 2021, arXiv:2106.09685; github.com/microsoft/LoRA, ``examples/NLU``) through ``peft``.
 
 A frozen Linear W gets a trainable low-rank update: h = W x + (alpha / r) * B A dropout(x),
 with A (r x d_in) random and B (d_out x r) zero at start. Trained: the adapters of the target
-modules (query and value by default, resolved per architecture from peft's own table) and the
-task head. The backward pass still goes through every frozen W to reach earlier adapters.
+modules and the task head. The backward pass still goes through every frozen W to reach
+earlier adapters (dL/dx = W^T dL/dy).
+
+Targets (``targets``, a tuple of tokens or module names):
+- ``qv`` (``lora``'s default): query and value, the LoRA paper's GLUE choice, resolved per
+  architecture from peft's own table (``TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING``;
+  DistilBERT, which that table lacks, gets q_lin / v_lin).
+- ``blocks`` (``lora_blocks``, and ``side_lora``'s default): every Linear inside the
+  transformer blocks (query, key, value, attention output, FFN in, FFN out), found from the
+  model's modules (:func:`block_linears`). peft's ``"all-linear"`` is not used: it would
+  also adapt BERT's pooler, DistilBERT's pre_classifier and RoBERTa's classifier.dense, which
+  belong to the head here and are trained in full.
+- anything else: module names as peft matches them (``--set targets=query,key``).
+
+The head: every top-level module outside the backbone and, on BERT-family classifiers, the
+backbone's pooler (``head_module_names``), trained in full through peft's ``modules_to_save``.
+
+``lora_blocks`` is LoRA with ``side_lora``'s adapter set: the fair baseline for Side-LoRA
+(same adapters, same head, same hyperparameters; only the backward path differs).
+
+    spbench estimate --method lora --backbone roberta-base
+    spbench estimate --method lora_blocks --backbone distilbert-base
+
+Deviations from the reference (microsoft/LoRA ``examples/NLU/roberta_base_sst2.sh``: r 8,
+alpha 16, query/value, lr 5e-4, batch 16, 60 epochs, warmup 0.06, weight decay 0.1, max length
+512; ``loralib.Linear`` with its default lora_dropout 0):
+- The budget is spbench's (``--budget``), not 60 epochs, and sequences are as long as the
+  case says, not 512; warmup 6% and linear decay as the reference (spbench.train).
+- The reference trains every parameter outside the ``roberta.`` / ``deberta.`` backbone (its
+  classifier; DeBERTa's ContextPooler, a top-level module there). spbench also trains BERT's
+  pooler, which sits inside ``bert.`` but only feeds the classifier (a BERT model the
+  reference did not run). The frozen copy of each head module that peft's
+  ``modules_to_save`` keeps counts in ``params_total``.
+- ``lora_blocks`` is not in the reference (the paper adapts query/value only); it exists for
+  the same-adapter comparison with ``side_lora``.
 """
 
 from __future__ import annotations
@@ -22,9 +55,11 @@ if TYPE_CHECKING:
 
 # Architectures peft's table does not cover.
 _EXTRA_TARGETS = {"distilbert": ["q_lin", "v_lin"]}
+TOKENS = ("qv", "blocks")
 
 
 def default_targets(model_type: str) -> list[str]:
+    """The LoRA paper's query / value modules for ``model_type`` (peft's table)."""
     from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
 
     targets = PEFT_TARGETS.get(model_type) or _EXTRA_TARGETS.get(model_type)
@@ -35,18 +70,71 @@ def default_targets(model_type: str) -> list[str]:
     return list(targets)
 
 
+def block_lists(model: "nn.Module") -> list[str]:
+    """Qualified names of the transformer block lists: the outermost ``nn.ModuleList``\\ s whose
+    entries are all of one class and hold Linears (BERT / RoBERTa ``encoder.layer``,
+    DistilBERT ``transformer.layer``)."""
+    from torch import nn
+
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or not len(module):
+            continue
+        if any(name.startswith(f"{outer}.") for outer in found):
+            continue
+        kinds = {type(child) for child in module}
+        if len(kinds) == 1 and any(isinstance(m, nn.Linear) for m in module.modules()):
+            found.append(name)
+    return found
+
+
+def block_linears(model: "nn.Module") -> list[str]:
+    """Qualified names of every ``nn.Linear`` inside the transformer blocks."""
+    from torch import nn
+
+    prefixes = tuple(f"{name}." for name in block_lists(model))
+    names = [name for name, m in model.named_modules()
+             if isinstance(m, nn.Linear) and prefixes and name.startswith(prefixes)]
+    if not names:
+        raise InputError(f"no transformer blocks with Linear layers found in {type(model).__name__}; "
+                         "pass module names, e.g. --set targets=query,value")
+    return names
+
+
+def resolve_targets(model: "nn.Module", targets: tuple[str, ...]) -> list[str]:
+    """peft ``target_modules`` for the tokens / names of ``targets``."""
+    if not targets:
+        raise InputError(f"LoRA targets are empty; use {' or '.join(TOKENS)}, or module names")
+    out: list[str] = []
+    for item in targets:
+        if item == "qv":
+            out += default_targets(model.config.model_type)
+        elif item == "blocks":
+            out += block_linears(model)
+        else:
+            out.append(item)
+    return list(dict.fromkeys(out))
+
+
 @register_method("lora")
 @dataclass(frozen=True)
 class LoRA(Method):
-    """peft LoRA, r=8, alpha=16, dropout 0.1 on query/value; head trained; lr 5e-4."""
+    """peft LoRA, r=8, alpha=16 on query/value; head trained; AdamW lr 5e-4, weight decay 0.1.
+
+    Fields: ``r`` rank; ``alpha`` (scale alpha / r); ``dropout`` on the LoRA branch input;
+    ``targets`` "qv" | "blocks" | module names; ``train_head`` (classification head and
+    BERT's pooler trained in full).
+    """
 
     summary = "LoRA adapters via peft (r=8, alpha=16, query/value) + head"
     lr: float = 5e-4
+    weight_decay: float = 0.1
     r: int = dataclasses.field(default=8, metadata={"search": "4,8,16"})  # sweep space
     alpha: int = 16
-    dropout: float = 0.1
-    targets: tuple[str, ...] = ()  # empty: resolved per architecture
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("qv",)
     train_head: bool = True
+    supports_grad_checkpointing = True
 
     def lora_config(self, model: "nn.Module") -> object:
         from peft import LoraConfig
@@ -55,7 +143,7 @@ class LoRA(Method):
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
-            target_modules=list(self.targets) or default_targets(model.config.model_type),
+            target_modules=resolve_targets(model, self.targets),
             modules_to_save=head_module_names(model) if self.train_head else None,
         )
 
@@ -66,3 +154,13 @@ class LoRA(Method):
         # Only a classification head is trained; the prompt objective's MLM head stays frozen.
         method = dataclasses.replace(self, train_head=self.train_head and backbone.head == "classification")
         return get_peft_model(model, method.lora_config(model))
+
+
+@register_method("lora_blocks")
+@dataclass(frozen=True)
+class LoRABlocks(LoRA):
+    """LoRA on every Linear of every transformer block: side_lora's adapter set, backward
+    through the frozen weights (the same-adapter baseline of side_lora)."""
+
+    summary = "LoRA on every block Linear (q, k, v, attn out, FFN in/out) + head: side_lora's adapters"
+    targets: tuple[str, ...] = ("blocks",)

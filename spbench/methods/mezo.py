@@ -23,6 +23,21 @@ Defaults are the paper's for RoBERTa-large: eps 1e-3, lr 1e-6 (grid 1e-7 .. 1e-5
 schedule, weight decay 0, batch 64, prompt objective.
 
     spbench estimate --method mezo --backbone roberta-large --objective prompt --batch-size 64
+
+Reference: github.com/princeton-nlp/MeZO, ``medium_models`` (``mezo.sh``: SGD, constant lr
+1e-6, eps 1e-3, weight decay 0, batch 64, 100k steps, ``--efficient_zero_order``; the
+``src/trainer.py`` step: seed per step, model in eval mode for both forwards, parameters
+restored after the second, update theta -= lr (g z + wd theta) on every parameter; template
+"<S> It was [MASK] ." with great / terrible). The research team ran it on RoBERTa-large for
+48k steps at batch 16 (github.com/matoototo/k-LST ``code/configs/mezo.yaml``). Deviations:
+- z comes from a seeded ``torch.Generator`` chunk by chunk, not from ``torch.manual_seed``
+  plus one ``torch.normal`` per whole tensor: the same distribution and the same regenerate-
+  from-the-seed scheme, other draws, and no temporary larger than a chunk.
+- Training data and length: the full SST-2 train split under spbench's ``--budget``, not
+  the paper's k-shot sets (k = 16 / 512 per class) for 100k steps with dev checks every 10k.
+- The logged loss is the mean of the two perturbed losses (the reference logs the first).
+- ``trainable`` other than "all" (head, lora, a method name) is spbench's; the paper's
+  MeZO+LoRA / prefix variants live in its ``large_models`` (OPT) code.
 """
 
 from __future__ import annotations
@@ -154,6 +169,14 @@ class MeZO(Method):
     trainable: str = "all"
     seed: int = 0
     chunk_elements: int = 1 << 20
+    supports_half_weights = True
+
+    def to_half_weights(self, model: "nn.Module", dtype: "torch.dtype") -> None:
+        """Every weight in ``dtype``, as the paper loads its large models (``--load_float16`` /
+        ``--load_bfloat16``): perturbation and update happen in that precision, so steps below
+        its resolution (bfloat16: 2^-8 relative) round away, and +eps, -2eps, +eps may not
+        restore a weight exactly. No float32 copy exists anywhere, unlike autocast's cache."""
+        model.to(dtype)
 
     def prepare(self, backbone: "Backbone") -> "nn.Module":
         model = backbone.model

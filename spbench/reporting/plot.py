@@ -119,7 +119,8 @@ def _breakdown(ax: Any, rows: list[Row]) -> None:
         ax.scatter([x for x, p in zip(xs, peaks) if p is not None],
                    [p / scale.divisor for p in peaks if p is not None], marker="_", s=400, color="black",
                    label="predicted CUDA peak", zorder=3)
-    ax.set_xticks(list(xs), [n for n, _ in bars], fontsize=7, rotation=30 if multi else 0, ha="right" if multi else "center")
+    tilt = multi or len(bars) > 6  # many bars (methods and their levers): names would overlap
+    ax.set_xticks(list(xs), [n for n, _ in bars], fontsize=7, rotation=30 if tilt else 0, ha="right" if tilt else "center")
     ax.set_ylabel(f"memory at the predicted peak [{scale.unit}]")
     ax.set_title("memory breakdown at the predicted peak", fontsize=10)
     ax.set_ylim(0, max(bottom) * 1.3)  # room for the legend above the bars

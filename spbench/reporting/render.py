@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spbench.reporting.results import Row
-from spbench.reporting.tables import BOLD_OFF, BOLD_ON, DELTA, DOWN, NONE, TIMES, UP, Report
+from spbench.reporting.tables import BOLD_OFF, BOLD_ON, DELTA, DOWN, NONE, TIMES, UP, Report, gradient_warning
 from spbench.result import CASE_FIELDS, METRICS
 
 _MARKDOWN = {BOLD_ON: "**", BOLD_OFF: "**", UP: "↑", DOWN: "↓", TIMES: "×", DELTA: "Δ", NONE: "—"}
@@ -130,7 +130,7 @@ def csv_rows(rows: list[Row], baseline_rows: dict[tuple[Any, ...], Row] | None =
     """One line per case and device, raw values in the units of METRICS (bytes, s, flops)."""
     keys = [k for k in METRICS if any(k in r.metrics for r in rows)]
     fields = [k for k in CASE_FIELDS if k != "method"]
-    ident = ["method", "label", "method_config", *fields, "device", "case_id", "status", "reason"]
+    ident = ["method", "label", "method_config", *fields, "device", "case_id", "status", "reason", "warning"]
     extra = [f"{k}_of_baseline" for k in keys] if baseline_rows is not None else []
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -138,7 +138,8 @@ def csv_rows(rows: list[Row], baseline_rows: dict[tuple[Any, ...], Row] | None =
     for r in rows:
         line: list[Any] = [r.method, r.label, json.dumps(r.method_config, sort_keys=True),
                            *(getattr(r.case, k) for k in fields), r.device or "", r.case_id, r.status_text,
-                           "; ".join(f"{d}: {why}" for d, why in sorted(r.reasons.items()))]
+                           "; ".join(f"{d}: {why}" for d, why in sorted(r.reasons.items())),
+                           _sub(gradient_warning(r), _PLAIN)]
         line += [r.metrics.get(k, "") for k in keys]
         if baseline_rows is not None:
             base = baseline_rows.get(r.group)
@@ -153,13 +154,14 @@ def csv_compare(pairs: list[tuple[str, Row, Row]]) -> str:
     """--compare as CSV: one line per group and metric, raw values, B/A and B-A."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["group", "metric", "unit", "a", "b", "value_a", "value_b", "b_over_a", "b_minus_a"])
+    writer.writerow(["group", "metric", "unit", "a", "b", "value_a", "value_b", "b_over_a", "b_minus_a", "warning"])
     for title, a, b in pairs:
+        warning = _sub("; ".join(w for w in (gradient_warning(a), gradient_warning(b)) if w), _PLAIN)
         for key, metric in METRICS.items():
             va, vb = a.metrics.get(key), b.metrics.get(key)
             if va is None and vb is None:
                 continue
             both = va is not None and vb is not None
             writer.writerow([title, key, metric.unit, a.label, b.label, "" if va is None else va,
-                             "" if vb is None else vb, vb / va if both and va else "", vb - va if both else ""])
+                             "" if vb is None else vb, vb / va if both and va else "", vb - va if both else "", warning])
     return buf.getvalue()

@@ -167,8 +167,10 @@ class Row:
 
     @property
     def group(self) -> tuple[Any, ...]:
-        """What one table shares: every identity field but the method, and the measured device."""
-        return (*(_key(getattr(self.case, k)) for k in CASE_FIELDS if k != "method"), self.device or "")
+        """What one table shares: every identity field but the method and its levers (which the
+        row's label shows: ``full_ft+gc`` beside ``full_ft``), and the measured device."""
+        base = self.case.without_levers()
+        return (*(_key(getattr(base, k)) for k in CASE_FIELDS if k != "method"), self.device or "")
 
 
 def _kind(device: str) -> str:
@@ -240,7 +242,7 @@ def merge_rows(records: list[Record]) -> list[Row]:
                 _merge_into(row, rec)
             rows.append(row)
     _label(rows)
-    return sorted(rows, key=lambda row: (row.group, row.method, _config_key(row.method_config)))
+    return sorted(rows, key=lambda row: (row.group, row.method, row.case.levers, _config_key(row.method_config)))
 
 
 def _label(rows: list[Row]) -> None:
@@ -257,7 +259,8 @@ def _label(rows: list[Row]) -> None:
         differing = sorted(k for k in {k for c in seen for k in c}
                            if len({_config_key({"v": c.get(k)}) for c in seen}) > 1)
         extra = ", ".join(f"{k}={_short(row.method_config.get(k))}" for k in differing)
-        row.label = f"{row.method} ({extra})" if extra else row.method
+        name = "+".join((row.method, *row.case.levers))
+        row.label = f"{name} ({extra})" if extra else name
 
 
 def _short(value: Any) -> str:
@@ -275,9 +278,11 @@ def groups(rows: list[Row]) -> list[tuple[str, list[Row]]]:
 
 
 def group_title(row: Row) -> str:
-    """backbone, shape, dtype, a non-default objective, any other non-default Case field, device."""
-    case = row.case
-    parts = [case.backbone, f"batch {case.batch_size} x seq {case.seq_len}", case.dtype]
+    """backbone, shape, dtype, a non-default objective, any other non-default Case field, device
+    (levers are in the rows' labels)."""
+    case = row.case.without_levers()
+    dtype = f"{case.dtype} autocast" if case.autocast_dtype else case.dtype  # "+bf16-weights" rows: their label
+    parts = [case.backbone, f"batch {case.batch_size} x seq {case.seq_len}", dtype]
     if case.objective != "classification":
         parts.append(f"{case.objective} objective")
     shown = {"method", "backbone", "batch_size", "seq_len", "dtype", "objective"}

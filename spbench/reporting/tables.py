@@ -106,8 +106,18 @@ def bold(text: str) -> str:
     return f"{BOLD_ON}{text}{BOLD_OFF}"
 
 
+def gradient_warning(row: Row) -> str:
+    """A warning when some trainable parameters never receive a gradient ("" when none):
+    such a case trains less than it claims (e.g. Side-LoRA with q/v adapters trains the head only)."""
+    trainable, reached = row.metrics.get("params_trainable"), row.metrics.get("params_with_grad")
+    if trainable is None or reached is None or reached >= trainable:
+        return ""
+    return (f"{BOLD_ON}WARNING{BOLD_OFF} {row.label}: only {reached:,.0f} of {trainable:,.0f} trainable parameters receive a "
+            "gradient; the rest are never trained")
+
+
 def _notes(rows: list[Row]) -> list[str]:
-    out = []
+    out = [w for w in map(gradient_warning, rows) if w]
     for row in rows:
         for device, status in sorted(row.status.items()):
             if status != "ok":
@@ -257,7 +267,18 @@ def compare_pairs(rows: list[Row], a: str, b: str) -> list[tuple[str, Row, Row]]
     return pairs
 
 
+def same_adapters(a: Row, b: Row) -> str:
+    """", same adapters (targets=...)" when both rows' methods put adapters on the same targets
+    (e.g. lora_blocks vs side_lora), else "": a comparison says whether it is like for like."""
+    ta, tb = a.method_config.get("targets"), b.method_config.get("targets")
+    if ta is None or tb is None or list(ta) != list(tb):
+        return ""
+    return f", same adapters (targets={'+'.join(map(str, ta)) or 'default'})"
+
+
 def compare(sources: list[Source], rows: list[Row], a: str, b: str) -> Report:
-    tables = [compare_table(f"{ra.label} vs {rb.label}: {title}", ra, rb)
-              for title, ra, rb in compare_pairs(rows, a, b)]
-    return Report(f"spbench report: {a} vs {b}", sources, tables, LEGEND)
+    pairs = compare_pairs(rows, a, b)
+    tables = [compare_table(f"{ra.label} vs {rb.label}{same_adapters(ra, rb)}: {title}", ra, rb)
+              for title, ra, rb in pairs]
+    same = {same_adapters(ra, rb) for _, ra, rb in pairs}
+    return Report(f"spbench report: {a} vs {b}{same.pop() if len(same) == 1 else ''}", sources, tables, LEGEND)

@@ -98,12 +98,12 @@ def add_parser(sub: Any) -> None:
 def setup_from(args: argparse.Namespace) -> Setup:
     from spbench import methods
     from spbench.case import Case
-    from spbench.overrides import parse_overrides
+    from spbench.options import check_cases, method_overrides
     from spbench.sweep.space import build_space
     from spbench.train import DEFAULT_CLIP, DEFAULT_CPU_BUDGET, DEFAULT_WARMUP, Budget
 
     cls = methods.get(args.method)
-    overrides = parse_overrides(args.set)
+    overrides = method_overrides([args.method], args.set)[args.method]  # checked as every front end checks
     grid = list(args.grid)
     if args.best_from:
         grid += [f"{k}={_text(v)}" for k, v in best_from(args).items()]
@@ -118,8 +118,8 @@ def setup_from(args: argparse.Namespace) -> Setup:
         sampler = "grid" if args.trials is None else ("nsga2" if args.pareto else "tpe")
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, not {args.workers}")
-    Case(args.method, args.backbone, args.batch_size, args.seq_len, objective=args.objective, device=args.device,
-         dtype=args.dtype, overrides=overrides).validate()
+    check_cases([Case(args.method, args.backbone, args.batch_size, args.seq_len, objective=args.objective,
+                      device=args.device, dtype=args.dtype, overrides=overrides)])
     return Setup(
         method=args.method, backbone=args.backbone, batch_size=args.batch_size, seq_len=args.seq_len,
         params=params, seeds=seeds, budget=budget, objective=args.objective, dtype=args.dtype, device=args.device,

@@ -1,0 +1,70 @@
+"""(IA)^3: learned vectors that rescale keys, values and the FFN's inner activation, via peft.
+
+Liu et al. 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than
+In-Context Learning" (NeurIPS; arXiv:2205.05638); repository r-three/t-few; peft's
+``IA3Config`` / ``IA3Model``. In every layer, with frozen W:
+
+    k = l_k * (W_k x)        v = l_v * (W_v x)        ffn = W_2 (l_ff * act(W_1 x))
+
+l_k, l_v (size d) and l_ff (size d_ffn) start at ones, so the model starts unchanged. Trained:
+those vectors and the classification head. Backward goes through every frozen weight (the
+vectors of lower layers need dL/dx from above), so activations are kept as in full FT.
+
+Targets are the paper's: key, value and the FFN's second Linear (its input is scaled). peft's
+own table for BERT/RoBERTa names ``output.dense``, which also matches the *attention* output
+projection and would rescale its input too; we name the FFN one alone (a regex per
+architecture). DistilBERT, which peft's table lacks: k_lin, v_lin, ffn.lin2.
+
+Paper defaults: (IA)^3 vectors init 1, Adafactor lr 3e-3, batch 8, 1,000 steps (T-Few, T0-3B).
+Deviations: AdamW instead of Adafactor (lr kept at 3e-3); no T-Few extra losses
+(unlikelihood, length normalisation); the head is trained only for the classification
+objective, as in ``lora``.
+
+    spbench estimate --method ia3 --backbone roberta-large --batch-size 16 --seq-len 128
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from spbench.errors import InputError
+from spbench.methods.base import Method, head_module_names, register_method
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from spbench.backbones import Backbone
+
+# Per model type: (target regex, feed-forward regex) for peft's full-name match.
+_BERT_LIKE = (r".*\.(key|value)$|.*\.layer\.\d+\.output\.dense$", r".*\.layer\.\d+\.output\.dense$")
+TARGETS = {
+    "bert": _BERT_LIKE,
+    "roberta": _BERT_LIKE,
+    "xlm-roberta": _BERT_LIKE,
+    "distilbert": (r".*\.(k_lin|v_lin|ffn\.lin2)$", r".*\.ffn\.lin2$"),
+}
+
+
+@register_method("ia3")
+@dataclass(frozen=True)
+class IA3(Method):
+    """peft (IA)^3 on key, value and the FFN output Linear; head trained; AdamW at 3e-3."""
+
+    summary = "(IA)^3 via peft: rescaling vectors on keys, values, FFN + head"
+    lr: float = 3e-3
+    supports_grad_checkpointing = True
+
+    def prepare(self, backbone: "Backbone") -> "nn.Module":
+        from peft import IA3Config, get_peft_model
+
+        model = backbone.model
+        model_type = model.config.model_type
+        if model_type not in TARGETS:
+            raise InputError(f"ia3 has no target table for model type {model_type!r} "
+                             f"(known: {', '.join(sorted(TARGETS))})")
+        targets, feedforward = TARGETS[model_type]
+        heads = head_module_names(model) if backbone.head == "classification" else None
+        config = IA3Config(target_modules=targets, feedforward_modules=feedforward,
+                           modules_to_save=heads or None)
+        return get_peft_model(model, config)
