@@ -25,19 +25,20 @@ import time
 from typing import Any
 
 import pytest
-from record import base_info, guarded
+from record import guarded, pedantic, record
 
 from spbench.case import Case, build
 from spbench.measure.predict import predict_built
+from spbench.result import PREDICTED, Result
 
 pytestmark = pytest.mark.predict_path
 
 
-def _timed(case: Case, meta: bool) -> tuple[dict[str, Any], float, float]:
+def _timed(case: Case, meta: bool) -> tuple[dict[str, Any], dict[str, Any], float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     built, plain = build(case, keep_backbone_copy=True, meta=meta)
     metrics = predict_built(built, plain)
-    return metrics, time.perf_counter() - wall, time.process_time() - cpu
+    return metrics, built.notes, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def test_predict_path(benchmark: Any, memory_case: Case, request: Any) -> None:
@@ -51,13 +52,12 @@ def test_predict_path(benchmark: Any, memory_case: Case, request: Any) -> None:
         def new_path() -> None:
             out["new"] = _timed(case, meta=True)
 
-        benchmark.pedantic(new_path, rounds=1, warmup_rounds=0, iterations=1)
-        new, new_s, new_cpu = out["new"]
-        old, old_s, old_cpu = _timed(case, meta=False)
-        benchmark.extra_info.update(base_info(case, "predicted-path"), predict_new_s=new_s,
-                                    predict_old_s=old_s, predict_new_cpu_s=new_cpu,
-                                    predict_old_cpu_s=old_cpu, new_over_old=new_s / old_s,
-                                    figures_identical=new == old)
+        pedantic(benchmark, new_path, rounds=1, warmup_rounds=0, iterations=1)
+        new, notes, new_s, new_cpu = out["new"]
+        old, _, old_s, old_cpu = _timed(case, meta=False)
+        timings = {"predict_new_s": new_s, "predict_old_s": old_s, "predict_new_cpu_s": new_cpu,
+                   "predict_old_cpu_s": old_cpu, "new_over_old": new_s / old_s, "figures_identical": new == old}
+        record(benchmark, Result.of(case, PREDICTED, metrics=new, notes={**notes, **timings}))
         assert new == old, f"meta build moved a figure: {sorted(k for k in new if new[k] != old.get(k))}"
 
-    guarded(benchmark, case, "predicted-path", body)
+    guarded(benchmark, case, PREDICTED, body)
