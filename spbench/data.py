@@ -56,6 +56,9 @@ def synthetic_batch(config: Any, batch_size: int, seq_len: int, seed: int = 0,
 # raised here, naming the file and what is wrong, before ``datasets`` can fail deep inside.
 
 SST2_ENV = "SPBENCH_SST2_DIR"
+# "datasets" | "plain" | "auto" (default): ``datasets`` when it is importable, else the plain
+# reader (a machine without it, such as the lent GPU machine, still reads a local folder).
+SST2_READER_ENV = "SPBENCH_SST2_READER"
 SST2_COLUMNS = ("sentence", "label")
 # File stems per split, and the ``datasets`` builder (and its options) per file extension.
 _SPLIT_STEMS = {"train": ("train",), "dev": ("dev", "validation")}
@@ -87,13 +90,76 @@ def find_split_file(folder: Path, split: str) -> Path:
     raise FileNotFoundError(f"SST-2 folder {folder} has no {split} split: expected one of {wanted}; found {present}")
 
 
-def _read_split(path: Path) -> Any:
-    import datasets
+def sst2_reader(reader: str | None = None) -> str:
+    """Which reader loads a local folder: ``reader``, else ``$SPBENCH_SST2_READER``, else
+    "auto": "datasets" when that package is importable, otherwise "plain"."""
+    import importlib.util
 
+    choice = (reader or os.environ.get(SST2_READER_ENV) or "auto").strip().lower()
+    if choice not in ("auto", "datasets", "plain"):
+        raise InputError(f"SST-2 reader {choice!r} (from ${SST2_READER_ENV}): choose auto, datasets or plain")
+    if choice == "auto":
+        choice = "datasets" if importlib.util.find_spec("datasets") is not None else "plain"
+    return choice
+
+
+class Rows:
+    """A split read without ``datasets``: the few ``datasets.Dataset`` calls spbench makes
+    (``column_names``, ``len``, ``rows[column]``, ``select``, ``select_columns``)."""
+
+    def __init__(self, columns: dict[str, list[Any]]) -> None:
+        self.columns = columns
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.columns)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()), []))
+
+    def __getitem__(self, column: str) -> list[Any]:
+        return self.columns[column]
+
+    def select(self, indices: Any) -> "Rows":
+        keep = list(indices)
+        return Rows({k: [v[i] for i in keep] for k, v in self.columns.items()})
+
+    def select_columns(self, names: list[str]) -> "Rows":
+        return Rows({k: self.columns[k] for k in names})
+
+
+def _read_plain(path: Path) -> Rows:
+    """A TSV / CSV / JSON-lines split with the standard library (already scanned: well formed,
+    labels 0 or 1 in a table), the same rows and types ``datasets`` gives."""
+    import csv
+    import io
+    import json
+
+    if path.suffix == ".jsonl":
+        records = [json.loads(line) for line in _text(path).splitlines() if line.strip()]
+        names = list(dict.fromkeys(k for r in records for k in r))
+        return Rows({k: [r.get(k) for r in records] for k in names})
+    if path.suffix not in (".tsv", ".csv"):
+        raise InputError(f"SST-2 file {path}: {path.suffix} needs the `datasets` package "
+                         f"(pip install datasets), or use train.tsv / dev.tsv")
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if path.suffix == ".tsv" else {}
+    table = [row for row in csv.reader(io.StringIO(_text(path), newline=""), **dialect) if row]
+    header, body = table[0], table[1:]
+    columns: dict[str, list[Any]] = {name: [row[i] for row in body] for i, name in enumerate(header)}
+    if "label" in columns:
+        columns["label"] = [int(v.strip()) for v in columns["label"]]
+    return Rows(columns)
+
+
+def _read_split(path: Path, reader: str = "datasets") -> Any:
     if path.suffix in (".tsv", ".csv"):
         scan_table(path)
     elif path.suffix == ".jsonl":
         scan_jsonl(path)
+    if reader == "plain":
+        return validate_split(_read_plain(path), str(path))
+    import datasets
+
     builder, options = _FORMATS[path.suffix]
     try:
         ds = datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **options)
@@ -193,12 +259,14 @@ def validate_split(ds: Any, where: str) -> Any:
     return ds.select_columns(list(SST2_COLUMNS))
 
 
-def load_sst2(folder: str | None = None) -> dict[str, Any]:
+def load_sst2(folder: str | None = None, reader: str | None = None) -> dict[str, Any]:
     """SST-2 as ``{"train": Dataset, "dev": Dataset}`` with columns ``sentence`` and ``label``.
 
     Args:
         folder: the local folder (``--sst2-dir``); None reads ``$SPBENCH_SST2_DIR``, and with
             neither set, the hub's ``glue``/``sst2`` (train / validation).
+        reader: for a folder, "datasets", "plain" (the standard library: :class:`Rows`) or
+            "auto"; None reads ``$SPBENCH_SST2_READER`` (see :func:`sst2_reader`).
     """
     folder = sst2_dir(folder)
     if folder is None:
@@ -208,7 +276,8 @@ def load_sst2(folder: str | None = None) -> dict[str, Any]:
         raise FileNotFoundError(f"SST-2 folder {path} does not exist (from --sst2-dir or ${SST2_ENV})")
     if not path.is_dir():
         raise NotADirectoryError(f"SST-2 path {path} is not a folder (from --sst2-dir or ${SST2_ENV})")
-    return {split: _read_split(find_split_file(path, split)) for split in _SPLIT_STEMS}
+    how = sst2_reader(reader)
+    return {split: _read_split(find_split_file(path, split), how) for split in _SPLIT_STEMS}
 
 
 def _load_sst2_hub() -> dict[str, Any]:

@@ -185,3 +185,44 @@ def test_synthetic_batch_is_untouched() -> None:
     a, b = data.synthetic_batch(cfg, 4, 16, seed=1), data.synthetic_batch(cfg, 4, 16, seed=1)
     assert all((a[k] == b[k]).all() for k in a)
     assert (a["attention_mask"] == 0).any()
+
+
+@pytest.mark.parametrize("folder", ["fixture", "shared"])
+def test_plain_reader_gives_what_datasets_gives(folder: str, sst2_folder: Path, tmp_path: Path) -> None:
+    """The reader without ``datasets`` (the GPU machine has none) reads the same rows."""
+    if folder == "shared":  # the real dev split, when this machine has it
+        real = Path(data.sst2_dir() or "/nonexistent")
+        if not (real / "dev.tsv").is_file():
+            pytest.skip("no SST-2 folder here ($SPBENCH_SST2_DIR)")
+        sst2_folder = tmp_path / "real"
+        sst2_folder.mkdir()
+        (sst2_folder / "dev.tsv").write_bytes((real / "dev.tsv").read_bytes())
+        (sst2_folder / "train.tsv").write_bytes((real / "dev.tsv").read_bytes())
+    plain = load_sst2(str(sst2_folder), reader="plain")
+    full = load_sst2(str(sst2_folder), reader="datasets")
+    assert isinstance(plain["dev"], data.Rows)
+    for split in ("train", "dev"):
+        assert plain[split].column_names == full[split].column_names == ["sentence", "label"]
+        assert list(plain[split]["sentence"]) == list(full[split]["sentence"])
+        assert list(plain[split]["label"]) == list(full[split]["label"])
+        assert all(type(v) is int for v in plain[split]["label"])
+    assert list(plain["train"].select(range(2))["sentence"]) == list(full["train"]["sentence"])[:2]
+
+
+def test_reader_choice(sst2_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(data.SST2_READER_ENV, "plain")
+    assert isinstance(load_sst2(str(sst2_folder))["train"], data.Rows)
+    monkeypatch.setenv(data.SST2_READER_ENV, "pandas")
+    with pytest.raises(data.InputError, match="choose auto, datasets or plain"):
+        load_sst2(str(sst2_folder))
+    monkeypatch.delenv(data.SST2_READER_ENV)
+    monkeypatch.setitem(__import__("sys").modules, "datasets", None)  # as if not installed
+    assert data.sst2_reader() == "plain"
+    rows = load_sst2(str(sst2_folder))["train"]
+    assert isinstance(rows, data.Rows) and len(rows) == len(TRAIN)
+
+
+def test_plain_reader_keeps_the_scan_errors(sst2_folder: Path) -> None:
+    write_tsv(sst2_folder / "dev.tsv", [("fine", 2)])
+    with pytest.raises(data.InputError, match="labels outside"):
+        load_sst2(str(sst2_folder), reader="plain")
