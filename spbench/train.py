@@ -46,6 +46,7 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_WARMUP = 0.06  # share of the steps (RoBERTa's GLUE recipe)
 DEFAULT_CLIP = 1.0
 EVAL_BATCH_SIZE = 64
+PROJECT_AFTER = 20  # steps whose pace predicts whether a run ends before its deadline
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Budget:
 class TrainResult:
     """What a run produced. ``metrics()`` gives the DESIGN.md keys of an accuracy case."""
 
-    status: str = "ok"  # "ok" | "failed"
+    status: str = "ok"  # "ok" | "failed" | "skipped" (would not finish before ``deadline``)
     reason: str = ""
     accuracy: float | None = None
     f1: float | None = None
@@ -206,7 +207,8 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
         eval_rows: Sequence[dict[str, Any]] | None, budget: Budget, *, batch_size: int = DEFAULT_BATCH_SIZE,
         seed: int = 0, warmup: float = DEFAULT_WARMUP, clip: float | None = DEFAULT_CLIP,
         eval_every: int = 0, pad_id: int = 0, device: str = "cpu", progress: bool | None = None,
-        measure_peak: bool = True, label: str = "", group_by_length: bool = True) -> TrainResult:
+        measure_peak: bool = True, label: str = "", group_by_length: bool = True,
+        deadline: float | None = None) -> TrainResult:
     """Train ``model`` (already prepared by ``method``) on tokenised rows, then score ``eval_rows``.
 
     Args:
@@ -218,6 +220,9 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
         progress: a rich progress bar; None shows it only when stdout is a terminal.
         measure_peak: track one extra steady-state step on the largest batch shape afterwards.
         group_by_length: batches of similar lengths (``batches``), so little compute goes to padding.
+        deadline: a ``time.time()`` the run must end by (a time budget). After ``PROJECT_AFTER``
+            steps the rest is projected from their pace; a run that would end past it stops
+            there, as one still running at the deadline does: status "skipped", no score.
     """
     import torch
     from transformers import get_constant_schedule, get_linear_schedule_with_warmup
@@ -254,6 +259,10 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
                 result.status, result.reason = "failed", f"loss became {loss} at step {step}"
                 break
             advance(loss, result.train_examples / (time.perf_counter() - started - eval_time))
+            late = _past_deadline(deadline, step, total, time.perf_counter() - started)
+            if late:
+                result.status, result.reason = "skipped", late
+                break
             if eval_every and eval_rows and (step % eval_every == 0 or step == total):
                 eval_started = time.perf_counter()
                 scores = evaluate(model, objective, eval_rows, pad_id, device=device)
@@ -275,6 +284,20 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
         result.peak_bytes = peak_of_step(method, model, objective, optimizer, hooks,
                                          largest_batch(train_rows, batch_size, pad_id), device)
     return result
+
+
+def _past_deadline(deadline: float | None, step: int, total: int, elapsed: float) -> str:
+    """Why the run must stop now for ``deadline`` (empty: it may go on). The pace is taken
+    over the steps so far, eval time included (it is wall time the budget pays for too)."""
+    if deadline is None or step >= total:
+        return ""
+    now = time.time()
+    if now >= deadline:
+        return f"time budget: reached at step {step} of {total}"
+    if step == min(PROJECT_AFTER, total - 1) and now + elapsed / step * (total - step) > deadline:
+        return (f"time budget: {total} steps at the pace of the first {step} would take "
+                f"{elapsed / step * total:.0f} s; {deadline - now + elapsed:.0f} s were left at the start")
+    return ""
 
 
 def lr_schedule(method: "Method") -> str:
@@ -339,12 +362,12 @@ def _progress(show: bool | None, total: int, label: str) -> Iterator[Any]:
 def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | None = None, *,
                  seed: int = 0, warmup: float = DEFAULT_WARMUP, clip: float | None = DEFAULT_CLIP,
                  eval_every: int = 0, progress: bool | None = None,
-                 group_by_length: bool = True) -> tuple["Result", TrainResult]:
+                 group_by_length: bool = True, deadline: float | None = None) -> tuple["Result", TrainResult]:
     """Build ``case`` (``seq_len`` is the max token length), train it on SST-2 train, score it
     on dev. Returns the case's Result (metrics, training configuration, stages) and the run.
 
     A multi-stage method (``Method.stages``) is trained stage by stage, the budget split by
-    each stage's ``share``; its last stage is scored.
+    each stage's ``share``; its last stage is scored. ``deadline``: as in :func:`fit`, for every stage.
     """
     from spbench import objectives
     from spbench.case import build
@@ -368,7 +391,7 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         res = fit(stage.method, stage.model, objective, train_rows, dev_rows, stage_budget,
                   batch_size=case.batch_size, seed=seed, warmup=warmup, clip=clip, eval_every=eval_every,
                   pad_id=pad_id, device=case.device, progress=progress, label=f"{case.id} [{stage.method.name}]",
-                  group_by_length=group_by_length)
+                  group_by_length=group_by_length, deadline=deadline)
         per_stage.append({"method": stage.method.name, "objective": stage.objective, **res.metrics()})
         res.train_examples += result.train_examples
         res.train_steps += result.train_steps

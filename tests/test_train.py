@@ -259,3 +259,25 @@ def test_length_grouped_batches_pad_less_and_keep_every_row() -> None:
     assert padded["grouped"] < 0.7 * padded["plain"] and padded["grouped"] >= real
     assert [b["row"].tolist() for b in grouped] == [b["row"].tolist() for b in epoch(True)]  # seeded
     assert [b["row"].tolist() for b in grouped] != [b["row"].tolist() for b in epoch(True, seed=1)]
+
+
+def test_deadline_stops_a_run_that_would_not_finish() -> None:
+    import time
+
+    from spbench import train
+
+    m, model = tiny()
+    res = fit(m, model, CLS, toy_rows(64, 0), toy_rows(8, 1), Budget(steps=10), batch_size=8,
+              deadline=time.time() - 1)
+    assert res.status == "skipped" and "step 1 of 10" in res.reason
+    assert res.train_steps == 1 and res.accuracy is None and res.peak_bytes is None
+    # The projection after PROJECT_AFTER steps: 20 steps in 2 s -> 1000 steps need 100 s.
+    now = time.time()
+    assert "would take 100 s" in train._past_deadline(now + 10, train.PROJECT_AFTER, 1000, 2.0)
+    assert train._past_deadline(now + 1000, train.PROJECT_AFTER, 1000, 2.0) == ""
+    assert train._past_deadline(now + 10, train.PROJECT_AFTER + 1, 1000, 2.0) == ""  # judged once
+    assert train._past_deadline(None, 5, 10, 99.0) == ""
+    m, model = tiny()
+    ok = fit(m, model, CLS, toy_rows(64, 0), toy_rows(8, 1), Budget(steps=3), batch_size=8,
+             deadline=time.time() + 600, measure_peak=False)
+    assert ok.status == "ok" and ok.train_steps == 3 and ok.accuracy is not None
