@@ -137,10 +137,11 @@ def _acyclic_multi_grad_hook(tensors: Any, fn: Any, *, mode: str = "all") -> Any
     return _register_multi_grad_hook(tensors, fn, mode="any")
 
 
-def tracked_peak(step: Callable[[], Any], *external: Any) -> dict[str, int]:
+def tracked_peak(step: Callable[[], Any], *external: Any, tracker: Tracker | None = None) -> dict[str, int]:
     """Run ``step`` once under a Tracker that knows ``external`` (model, optimizer, batch
-    tensors, created before it); return the peak and breakdown."""
-    tracker = Tracker()
+    tensors, created before it); return the peak and breakdown. ``tracker``: a fresh instance
+    of a Tracker subclass to use instead (one that records more, e.g. the GPU diagnostic's)."""
+    tracker = tracker if tracker is not None else Tracker()
     tracker.track_external(*external)
     _mod_tracker.register_multi_grad_hook = _acyclic_multi_grad_hook  # type: ignore[assignment]
     try:
