@@ -20,7 +20,8 @@ step with AdamW, only the head -- ``head_module_names`` -- requiring grad; ``--p
 arXiv:2202.10054). Its result's ``train_config`` and ``stages`` say so.
 
 Methods run in ``--workers`` fresh processes (small models leave the GPU mostly idle: the CPU
-launches kernels), longest first. ``--budget-s`` is a deadline for every run (``fit``'s
+launches kernels), longest first; with ``--hold-file`` only the ``--early`` ones start at once
+and the rest once that file exists (``session.py`` creates it when the GPU matrix is done). ``--budget-s`` is a deadline for every run (``fit``'s
 ``deadline``): one projected past it after 20 steps, or still running at it, stops and is
 recorded as skipped; one not started by then is recorded as not started. Results are
 rewritten after each run (``accuracy.json``, pytest-benchmark JSON that ``spbench report``
@@ -238,9 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=0)
     parser.add_argument("--budget-s", type=float, default=200.0, help="every run ends by this many seconds")
-    parser.add_argument("--workers", type=int, default=0, help="processes (0: 6 on CUDA, 2 on the CPU)")
+    parser.add_argument("--workers", type=int, default=0, help="processes (0: 8 on CUDA, 2 on the CPU)")
+    parser.add_argument("--grace-s", type=float, default=60.0,
+                        help="runs still going this long after the budget are stopped (scoring, peak step)")
+    parser.add_argument("--hold-file", default="", help="start the methods not in --early once this file exists")
+    parser.add_argument("--early", default="", help="comma-separated methods that start at once (with --hold-file)")
     args = parser.parse_args(argv)
-    args.workers = args.workers or (6 if args.device.startswith("cuda") else 2)
+    args.workers = args.workers or (8 if args.device.startswith("cuda") else 2)
     if args.tiny:  # a few steps on the carried subset
         args.batch_size, args.max_len, args.mezo_steps = 8, 32, 4
     args.budget = "steps=4" if args.tiny else f"epochs={args.epochs}"
@@ -268,9 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     ctx = multiprocessing.get_context("spawn")  # CUDA in the workers; one fresh process per method
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     with ctx.Pool(min(args.workers, len(tasks)), maxtasksperchild=1) as pool:
-        pending = [pool.apply_async(run_task, (t,)) for t in tasks]
-        grace = args.deadline + 120  # evaluation and the peak step after a run stopped at the deadline
-        while pending and time.time() < grace:
+        early = {m.strip() for m in args.early.split(",") if m.strip()}
+        held = [t for t in tasks if args.hold_file and t["method"] not in early]
+        pending = [pool.apply_async(run_task, (t,)) for t in tasks if t not in held]
+        grace = args.deadline + args.grace_s  # scoring and the peak step after a run stopped at the deadline
+        while (pending or held) and time.time() < grace:
+            if held and (Path(args.hold_file).exists() or time.time() >= args.deadline):
+                print(f"[{time.time() - start:5.0f}s] starting {', '.join(t['method'] for t in held)}", flush=True)
+                pending += [pool.apply_async(run_task, (t,)) for t in held]
+                held = []
             for res in [p for p in pending if p.ready()]:
                 pending.remove(res)
                 d = res.get()

@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", default="lora-roberta-large-b32-s256",
                         help="METHOD-BACKBONE-bB-sS[-bf16] (default: %(default)s)")
     args = parser.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5's renamed gc query
     from spbench.case import Case
     from spbench.errors import InputError
     from spbench.reporting.results import write_atomic
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         side["blocks"] = sorted(side["blocks"], key=lambda b: -b[0])[:500]
     write_atomic(args.out / "diagnosis.json", json.dumps(doc, indent=1) + "\n")
     write_atomic(args.out / "diagnosis.md", render(doc))
-    print(render(doc, top=12))
+    print("\n".join(render(doc, top=8).splitlines()[:16]))  # the header and the largest differences
     return 0
 
 

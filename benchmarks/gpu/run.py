@@ -32,6 +32,11 @@ def pytest_cmd(test: str, json_path: Path, backbones: str, shapes: str, dtypes: 
             f"--backbones={backbones}", f"--shapes={shapes}", f"--dtypes={dtypes}", *extra]
 
 
+def lever_args(args: argparse.Namespace) -> list[str]:
+    """``--grad-checkpointing off,on`` for both pytest runs, when asked (cases where it applies)."""
+    return [f"--grad-checkpointing={args.grad_checkpointing}"] if args.grad_checkpointing else []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
@@ -43,13 +48,17 @@ def main() -> int:
                         help="predictions may start until budget + this (s)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--shards", type=int, default=0, help="parallel prediction processes (0: auto)")
+    parser.add_argument("--dtypes", default="", help="default: float32,bfloat16 (e.g. add bf16-weights)")
+    parser.add_argument("--grad-checkpointing", default="", help="off,on: the -gc cases too, where they apply")
     args = parser.parse_args()
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # an existing file, an unwritable parent: one line, exit 2
         parser.error(f"--out {out}: cannot create the folder ({exc.strerror or exc})")
-    plan = TINY if args.tiny else FULL
+    plan = dict(TINY if args.tiny else FULL)
+    if args.dtypes:
+        plan["dtypes"] = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     start = time.time()
     deadline = start + args.budget_s
     methods = [f"--methods={args.methods}"] if args.methods else []
@@ -77,7 +86,7 @@ def main() -> int:
         bb, shape, dtype = job
         name = f"predicted-{bb}-{shape}-{dtype}"
         cmd = pytest_cmd("test_memory.py", out / f"{name}.json", bb, shape, dtype,
-                         [*methods, "-q", f"--deadline={deadline + args.predict_extra_s}"])
+                         [*methods, *lever_args(args), "-q", f"--deadline={deadline + args.predict_extra_s}"])
         log = open(logs / f"{name}.log", "wb")
         running.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), name))
 
@@ -100,7 +109,8 @@ def main() -> int:
     groups = plan["groups"]
     cmd = pytest_cmd("test_step.py", step_json, ",".join(sorted({g[0] for g in groups}, key=[g[0] for g in groups].index)),
                      ",".join(sorted({g[1] for g in groups})), ",".join(plan["dtypes"]),
-                     [*methods, f"--device={args.device}", f"--rounds={args.rounds}", f"--deadline={deadline}"])
+                     [*methods, *lever_args(args), f"--device={args.device}", f"--rounds={args.rounds}",
+                      f"--deadline={deadline}"])
     # Shapes x backbones is a product in conftest; keep only the planned pairs.
     wanted = {f"{bb}-b{s.split('x')[0]}-s{s.split('x')[1]}" for bb, s in groups}
     cmd += ["-k", " or ".join(sorted(wanted)), "-v"]

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole GPU session of issue 14 (diagnostic, matrix, accuracy) in one call; see session.py
+# and README.md beside this file.
+#
+#   benchmarks/gpu/session.sh OUT_DIR                       # on a machine with one CUDA GPU
+#   benchmarks/gpu/session.sh OUT_DIR --device cpu --tiny   # dry run here, on tiny models
+#
+# Needs torch, transformers, peft, pytest-benchmark, rich, tabulate, safetensors; not
+# `datasets`, no network, no install; the folder benchmarks/gpu/prepare_carry.py writes.
+set -uo pipefail
+if [ $# -lt 1 ]; then echo "usage: $0 OUT_DIR [--device cuda|cpu] [--tiny] [--budget-s S] ..." >&2; exit 2; fi
+out=$1; shift
+root=$(cd "$(dirname "$0")/../.." && pwd)
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+exec python3 "$root/benchmarks/gpu/session.py" "$out" "$@"
