@@ -72,7 +72,7 @@ def _setup(task: dict[str, Any]) -> None:
     import transformers
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5's renamed gc query
-    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars, one per model
+    getattr(transformers.utils.logging, "disable_progress_bar", lambda: None)()  # "Loading weights" bars
     carry = Path(task["carry"])
     os.environ.update(SPBENCH_SST2_READER="plain", SPBENCH_SST2_DIR=str(carry / "sst2"), HF_HUB_OFFLINE="1")
     if task["backbone"] == TINY_BACKBONE:

@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from torch.distributed._tools.common_utils import get_untyped_storages  # noqa: E402
+from torch.distributed._tools import mem_tracker as _mt  # noqa: E402
 
 from spbench.measure.memory import Tracker  # noqa: E402
 
@@ -67,7 +67,7 @@ class LabelTracker(Tracker):
         return f"{phase} {module} {self.op}"
 
     def _label_new(self, t: torch.Tensor) -> None:
-        for st in get_untyped_storages(t):
+        for st in _mt.get_untyped_storages(t):
             winfo, _ = self._WINFO.get(st, (None, None))
             if winfo is not None and not hasattr(winfo, "label"):
                 winfo.label = self._where()

@@ -50,6 +50,8 @@ def main() -> int:
     parser.add_argument("--shards", type=int, default=0, help="parallel prediction processes (0: auto)")
     parser.add_argument("--dtypes", default="", help="default: float32,bfloat16 (e.g. add bf16-weights)")
     parser.add_argument("--grad-checkpointing", default="", help="off,on: the -gc cases too, where they apply")
+    parser.add_argument("--largest-first", action="store_true",
+                        help="measure the largest groups first (a budget then cuts the small ones)")
     args = parser.parse_args()
     out = Path(args.out)
     try:
@@ -106,9 +108,11 @@ def main() -> int:
     # Measured steps on the device, smallest groups first, in one process.
     step_json = out / f"measured-{args.device.replace(':', '')}.json"
     step_env = dict(os.environ, OMP_NUM_THREADS=str(max(2, cores - 2 * shards)))
-    groups = plan["groups"]
+    groups = list(reversed(plan["groups"])) if args.largest_first else plan["groups"]
+    area = lambda shape: int(shape.split("x")[0]) * int(shape.split("x")[1])  # noqa: E731
+    shapes = sorted({g[1] for g in groups}, key=area, reverse=args.largest_first)
     cmd = pytest_cmd("test_step.py", step_json, ",".join(sorted({g[0] for g in groups}, key=[g[0] for g in groups].index)),
-                     ",".join(sorted({g[1] for g in groups})), ",".join(plan["dtypes"]),
+                     ",".join(shapes), ",".join(plan["dtypes"]),
                      [*methods, *lever_args(args), f"--device={args.device}", f"--rounds={args.rounds}",
                       f"--deadline={deadline}"])
     # Shapes x backbones is a product in conftest; keep only the planned pairs.

@@ -124,15 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="dry run: tiny models, a few steps")
-    parser.add_argument("--budget-s", type=float, default=450.0, help="every phase ends by then (s from the start)")
+    parser.add_argument("--budget-s", type=float, default=460.0, help="every phase ends by then (s from the start)")
     parser.add_argument("--diag-budget-s", type=float, default=90.0)
-    parser.add_argument("--matrix-budget-s", type=float, default=150.0, help="run.py --budget-s")
+    parser.add_argument("--matrix-budget-s", type=float, default=170.0, help="run.py --budget-s")
     parser.add_argument("--predict-extra-s", type=float, default=20.0, help="run.py --predict-extra-s")
     parser.add_argument("--diag-case", default="", help="default: lora-roberta-large-b32-s256 (tiny: lora-tiny-roberta-b4-s32)")
     parser.add_argument("--methods", default="", help="matrix methods (default: every registered one)")
     parser.add_argument("--dtypes", default="float32,bfloat16,bf16-weights", help="matrix dtypes")
     parser.add_argument("--grad-checkpointing", default="off,on", help="matrix: the -gc cases too ('' : none)")
     parser.add_argument("--rounds", type=int, default=3, help="matrix: timed steps per case")
+    parser.add_argument("--smallest-first", action="store_true",
+                        help="matrix: measure small backbones first (default: roberta-large first, the largest errors)")
     parser.add_argument("--shards", type=int, default=0, help="matrix: prediction processes (0: auto)")
     parser.add_argument("--acc-methods", default="", help="accuracy methods (default: every registered one)")
     parser.add_argument("--early", default="mezo", help="accuracy methods that start at once")
@@ -172,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                   "--budget-s", str(args.matrix_budget_s), "--predict-extra-s", str(args.predict_extra_s),
                   "--rounds", str(args.rounds), "--dtypes", args.dtypes, "--grad-checkpointing", args.grad_checkpointing,
                   *(["--shards", str(args.shards)] if args.shards else []),
+                  *([] if args.smallest_first else ["--largest-first"]),
                   *(["--methods", args.methods] if args.methods else [])]
     matrix = start(matrix_cmd, log, "matrix")
     finish(*matrix, log, "matrix", args.budget_s - 30 - (time.time() - begin))
@@ -187,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     if found:
         with contextlib.redirect_stdout(io.StringIO()):  # run.py printed its own report already
             summarize(found, args.out / "matrix" / "gpu-report.md")
+        if args.early:  # say what shared the GPU while step times were taken
+            report = args.out / "matrix" / "gpu-report.md"
+            report.write_text(report.read_text() + f"\nStep times were taken while the accuracy runs of "
+                              f"{args.early} trained on the same GPU in another process; peaks are per process.\n")
     finish(*acc, log, "accuracy", args.budget_s + 30 - (time.time() - begin))
     with open(args.out / "session.log", "a", encoding="utf-8") as out:  # every shard's log, for the record
         for path in sorted((matrix_out / "logs").glob("*.log")):
