@@ -75,14 +75,25 @@ def test_compare_groups_sizes_present_on_one_side_only() -> None:
     assert rows[0]["predicted_labels"] == [("Temp: bw m.dense mm", 1)] and rows[1]["real_labels"] == [("a.py:1 f", 2)]
     groups = diagnose.breakdown(pred, "module")
     assert groups[0] == {"key": "Temp | bw m.dense", "bytes": 4096, "count": 1}
-    frames = [{"filename": "/x/torch/optim/adamw.py", "line": 9, "name": "_multi_tensor_adamw"},
-              {"filename": "/x/torch/optim/optimizer.py", "line": 3, "name": "wrapper"},
-              {"filename": "/x/spbench/methods/base.py", "line": 7, "name": "train_step"}]
-    assert diagnose._frame_label(frames) == "adamw.py:9 _multi_tensor_adamw < base.py:7 train_step"
-    live: dict = {}
-    events = [{"action": "alloc", "addr": 1, "size": 512}, {"action": "free_requested", "addr": 1},
-              {"action": "free_completed", "addr": 1}]
-    assert [diagnose._apply(live, e) for e in events] == [512, -512, 0] and not live
+    torch_dir = diagnose.TORCH_DIR
+    frames = [{"filename": f"{torch_dir}optim/adamw.py", "line": 9, "name": "_multi_tensor_adamw"},
+              {"filename": f"{torch_dir}optim/optimizer.py", "line": 3, "name": "wrapper"},
+              {"filename": "/opt/torch/.venv/site-packages/transformers/x.py", "line": 5, "name": "forward"},
+              {"filename": "/repo/spbench/methods/base.py", "line": 7, "name": "train_step"}]
+    assert diagnose._frame_label(frames) == "adamw.py:9 _multi_tensor_adamw < x.py:5 forward"
+    backward = [{"filename": f"{torch_dir}autograd/graph.py", "line": 8, "name": "_engine_run_backward"}]
+    assert diagnose._frame_label(backward) == "no python frame (autograd engine)"
+    # A trace: before the measured step (index 3 on), a block alive throughout; in the step two
+    # blocks, freed at once (requested, then completed), then a larger one alone.
+    f = [{"filename": "/m.py", "line": 1, "name": "f"}]
+    trace = [{"action": "alloc", "addr": 1, "size": 1024, "frames": f}, {"action": "alloc", "addr": 9, "size": 8192},
+             {"action": "free_requested", "addr": 9}, {"action": "segment_alloc", "addr": 0, "size": 2 << 20},
+             {"action": "alloc", "addr": 2, "size": 512}, {"action": "alloc", "addr": 3, "size": 2048},
+             {"action": "free_requested", "addr": 2}, {"action": "free_completed", "addr": 2},
+             {"action": "free_requested", "addr": 3}, {"action": "alloc", "addr": 4, "size": 4096}]
+    best, live = diagnose.replay(trace, start=3)
+    assert best == 1024 + 4096 and sorted(size for size, _ in live) == [1024, 4096]
+    assert diagnose.replay(trace[:6], start=3) == (1024 + 512 + 2048, [(1024, f), (512, []), (2048, [])])
 
 
 def test_session_dry_run_on_cpu(tmp_path: Path, sst2_dir: Path) -> None:

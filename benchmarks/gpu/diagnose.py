@@ -43,6 +43,7 @@ from torch.distributed._tools import mem_tracker as _mt  # noqa: E402
 from spbench.measure.memory import Tracker  # noqa: E402
 
 Block = tuple[int, str, str]  # (bytes, category, label)
+TORCH_DIR = str(Path(torch.__file__).parent) + "/"  # frames inside torch itself (not "/opt/torch/.venv/...")
 _INDEX = re.compile(r"\.\d+(?=\.|$)")
 
 
@@ -144,10 +145,11 @@ def _frame_label(frames: list[dict[str, Any]]) -> str:
     def show(f: dict[str, Any]) -> str:
         return f"{Path(f.get('filename', '?')).name}:{f.get('line', '?')} {f.get('name', '?')}"
 
-    outside = next((f for f in frames if "/torch/" not in f.get("filename", "")), None)
+    outside = next((f for f in frames if not f.get("filename", "").startswith(TORCH_DIR)), None)
     inner = frames[0] if frames else None
     label = show(outside) if outside else "no python frame (autograd engine)"
-    if inner is not None and inner is not outside and re.search(r"/torch/(optim|nn/functional)", inner.get("filename", "")):
+    if inner is not None and inner is not outside and \
+            inner.get("filename", "").startswith((TORCH_DIR + "optim/", TORCH_DIR + "nn/functional")):
         label = f"{show(inner)} < {label}"
     return label
 
@@ -175,18 +177,25 @@ def cuda_side(case: Any) -> dict[str, Any]:
     measured = int(torch.cuda.max_memory_allocated()) - baseline[0]
     trace = torch.cuda.memory._snapshot()["device_traces"][torch.cuda.current_device()]
     torch.cuda.memory._record_memory_history(enabled=None)
+    best, live = replay(trace, start)
+    blocks = [(size, "cuda", _frame_label(frames)) for size, frames in live]
+    return {"source": "CUDA allocator history (_record_memory_history + _snapshot), replayed to the step's peak",
+            "peak_bytes": measured, "replayed_peak_bytes": best, "trace_events": len(trace), "blocks": blocks}
+
+
+def replay(trace: list[dict[str, Any]], start: int) -> tuple[int, list[tuple[int, list[dict[str, Any]]]]]:
+    """Allocated bytes at the highest point of ``trace[start:]`` (counting every block the
+    trace saw allocated before), and the (size, frames) of each block live then."""
     live: dict[int, tuple[int, list[dict[str, Any]]]] = {}
     total, best, best_at = 0, -1, -1
-    for i, ev in enumerate(trace):  # first pass: when is the measured step's peak?
+    for i, ev in enumerate(trace):  # first pass: when is the peak?
         total += _apply(live, ev)
         if i >= start and total > best:
             best, best_at = total, i
     live.clear()
     for ev in trace[:best_at + 1]:  # second pass: what is live then
         _apply(live, ev)
-    blocks = [(size, "cuda", _frame_label(frames)) for size, frames in live.values()]
-    return {"source": "CUDA allocator history (_record_memory_history + _snapshot), replayed to the step's peak",
-            "peak_bytes": measured, "replayed_peak_bytes": best, "trace_events": len(trace), "blocks": blocks}
+    return best, list(live.values())
 
 
 def _apply(live: dict[int, tuple[int, list[dict[str, Any]]]], ev: dict[str, Any]) -> int:
