@@ -81,3 +81,19 @@ def test_plot_draws_error_bars_over_seeds(tmp_path: Path) -> None:
     (segment,) = bars[0].lines[2][0].get_segments()
     assert segment[1][1] - segment[0][1] == pytest.approx(2 * 1.4142, rel=1e-3)  # ±1 std in %
     plt.close(fig)
+
+
+def test_configurations_are_keyed_by_every_case_field() -> None:
+    """Runs that differ only in a lever (checkpointing) or in the device that trained them are
+    different configurations; each still finds its own case's predicted peak."""
+    from dataclasses import replace
+
+    from spbench.reporting.sweep import configurations
+
+    plain = run("3e-4", 0, 0.84)
+    gc_case = replace(Case("lora", "minilm-l6", 32, 64, overrides=(("lr", "3e-4"),)), grad_checkpointing=True)
+    gc_run = {**plain, **Result.of(gc_case, metrics={"sst2_accuracy": 0.80}, train_config={**TRAIN, "seed": 0}).to_extra_info()}
+    on_cuda = {**plain, "device": "cuda"}
+    confs = configurations([plain, gc_run, on_cuda, predicted("3e-4")])
+    assert len(confs) == 3 and all(len(c.seeds) == 1 for c in confs)
+    assert sum(c.predicted_peak == 300 << 20 for c in confs) == 2  # the gc case has no predicted record

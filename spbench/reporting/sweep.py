@@ -14,8 +14,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from spbench.result import CASE_FIELDS
+
 SPREAD_METRICS = ("sst2_accuracy", "sst2_f1")
-_CASE_KEYS = ("method", "backbone", "objective", "batch_size", "seq_len", "dtype")
 
 
 def seed_of(info: dict[str, Any]) -> int | None:
@@ -26,12 +27,13 @@ def seed_of(info: dict[str, Any]) -> int | None:
 def config_of(info: dict[str, Any]) -> str:
     """A configuration's identity: the case, its hyperparameters, the training setup bar the seed."""
     train = {k: v for k, v in (info.get("train_config") or {}).items() if k != "seed"}
-    return json.dumps({**{k: info.get(k) for k in _CASE_KEYS}, "method_config": info.get("method_config"),
-                       "train_config": train}, sort_keys=True, default=str)
+    return json.dumps({**{k: info.get(k) for k in CASE_FIELDS}, "device": info.get("device"),
+                       "method_config": info.get("method_config"), "train_config": train}, sort_keys=True, default=str)
 
 
 def _case_of(info: dict[str, Any]) -> str:
-    return json.dumps({**{k: info.get(k) for k in _CASE_KEYS}, "method_config": info.get("method_config")},
+    """The case whatever device ran it (an accuracy run's predicted peak is its case's)."""
+    return json.dumps({**{k: info.get(k) for k in CASE_FIELDS}, "method_config": info.get("method_config")},
                       sort_keys=True, default=str)
 
 
