@@ -54,6 +54,8 @@ def synthetic_batch(config: Any, batch_size: int, seq_len: int, seed: int = 0,
 # (``--sst2-dir`` / ``$SPBENCH_SST2_DIR``) holding train and dev files with ``sentence`` and
 # ``label`` columns, else from the hub (``glue``/``sst2``). Every problem with a folder is
 # raised here, naming the file and what is wrong, before ``datasets`` can fail deep inside.
+# Without ``datasets`` (the lent GPU machine) a folder's TSV / CSV / JSON-lines splits are
+# read by the standard library instead (``Rows``; ``$SPBENCH_SST2_READER``).
 
 SST2_ENV = "SPBENCH_SST2_DIR"
 # "datasets" | "plain" | "auto" (default): ``datasets`` when it is importable, else the plain

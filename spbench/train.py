@@ -46,7 +46,7 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_WARMUP = 0.06  # share of the steps (RoBERTa's GLUE recipe)
 DEFAULT_CLIP = 1.0
 EVAL_BATCH_SIZE = 64
-PROJECT_AFTER = 20  # steps whose pace predicts whether a run ends before its deadline
+PROJECT_AFTER = 50  # steps whose pace (the first one aside: CUDA's warm-up) predicts a run's end
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
         measure_peak: track one extra steady-state step on the largest batch shape afterwards.
         group_by_length: batches of similar lengths (``batches``), so little compute goes to padding.
         deadline: a ``time.time()`` the run must end by (a time budget). After ``PROJECT_AFTER``
-            steps the rest is projected from their pace; a run that would end past it stops
+            steps the rest is projected from the pace of steps 2 on; a run that would end past it stops
             there, as one still running at the deadline does: status "skipped", no score.
     """
     import torch
@@ -259,7 +259,9 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
                 result.status, result.reason = "failed", f"loss became {loss} at step {step}"
                 break
             advance(loss, result.train_examples / (time.perf_counter() - started - eval_time))
-            late = _past_deadline(deadline, step, total, time.perf_counter() - started)
+            if step == 1:
+                first_done = time.perf_counter()
+            late = _past_deadline(deadline, step, total, time.perf_counter() - first_done)
             if late:
                 result.status, result.reason = "skipped", late
                 break
@@ -286,17 +288,20 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
     return result
 
 
-def _past_deadline(deadline: float | None, step: int, total: int, elapsed: float) -> str:
-    """Why the run must stop now for ``deadline`` (empty: it may go on). The pace is taken
-    over the steps so far, eval time included (it is wall time the budget pays for too)."""
+def _past_deadline(deadline: float | None, step: int, total: int, since_first: float) -> str:
+    """Why the run must stop now for ``deadline`` (empty: it may go on). The pace is that of
+    steps 2 .. ``step`` (``since_first`` seconds: the first step pays for CUDA's and the
+    allocator's warm-up), eval time included (the budget pays for it too)."""
     if deadline is None or step >= total:
         return ""
     now = time.time()
     if now >= deadline:
         return f"time budget: reached at step {step} of {total}"
-    if step == min(PROJECT_AFTER, total - 1) and now + elapsed / step * (total - step) > deadline:
-        return (f"time budget: {total} steps at the pace of the first {step} would take "
-                f"{elapsed / step * total:.0f} s; {deadline - now + elapsed:.0f} s were left at the start")
+    if step == min(PROJECT_AFTER, total - 1) and step > 1:
+        pace = since_first / (step - 1)
+        if now + pace * (total - step) > deadline:
+            return (f"time budget: {total} steps at {1000 * pace:.1f} ms each (steps 2-{step}) would take "
+                    f"{pace * total:.0f} s; {deadline - now:.0f} s were left after step {step}")
     return ""
 
 

@@ -271,11 +271,14 @@ def test_deadline_stops_a_run_that_would_not_finish() -> None:
               deadline=time.time() - 1)
     assert res.status == "skipped" and "step 1 of 10" in res.reason
     assert res.train_steps == 1 and res.accuracy is None and res.peak_bytes is None
-    # The projection after PROJECT_AFTER steps: 20 steps in 2 s -> 1000 steps need 100 s.
-    now = time.time()
-    assert "would take 100 s" in train._past_deadline(now + 10, train.PROJECT_AFTER, 1000, 2.0)
-    assert train._past_deadline(now + 1000, train.PROJECT_AFTER, 1000, 2.0) == ""
-    assert train._past_deadline(now + 10, train.PROJECT_AFTER + 1, 1000, 2.0) == ""  # judged once
+    # The projection after PROJECT_AFTER steps, from the pace of steps 2 on (the first is
+    # CUDA's warm-up): 10 ms each -> 1000 steps need 10 s.
+    now, n = time.time(), train.PROJECT_AFTER
+    since_first = 0.01 * (n - 1)
+    assert "10.0 ms each" in train._past_deadline(now + 5, n, 1000, since_first)
+    assert "would take 10 s" in train._past_deadline(now + 5, n, 1000, since_first)
+    assert train._past_deadline(now + 20, n, 1000, since_first) == ""
+    assert train._past_deadline(now + 5, n + 1, 1000, since_first) == ""  # judged once
     assert train._past_deadline(None, 5, 10, 99.0) == ""
     m, model = tiny()
     ok = fit(m, model, CLS, toy_rows(64, 0), toy_rows(8, 1), Budget(steps=3), batch_size=8,

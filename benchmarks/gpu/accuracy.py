@@ -22,7 +22,7 @@ arXiv:2202.10054). Its result's ``train_config`` and ``stages`` say so.
 Methods run in ``--workers`` fresh processes (small models leave the GPU mostly idle: the CPU
 launches kernels), longest first; with ``--hold-file`` only the ``--early`` ones start at once
 and the rest once that file exists (``session.py`` creates it when the GPU matrix is done). ``--budget-s`` is a deadline for every run (``fit``'s
-``deadline``): one projected past it after 20 steps, or still running at it, stops and is
+``deadline``): one projected past it after 50 steps, or still running at it, stops and is
 recorded as skipped; one not started by then is recorded as not started. Results are
 rewritten after each run (``accuracy.json``, pytest-benchmark JSON that ``spbench report``
 reads, and ``accuracy.md``), so a killed call still leaves what finished.
