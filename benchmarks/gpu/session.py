@@ -86,7 +86,7 @@ def finish(proc: subprocess.Popen[str], pump: threading.Thread, log: Log, tag: s
     try:
         code = proc.wait(timeout=max(1.0, timeout))
     except subprocess.TimeoutExpired:
-        log.line(f"past its budget: stopped", tag)
+        log.line("past its budget: stopped", tag)
         os.killpg(proc.pid, 15)
         try:
             code = proc.wait(timeout=15)
