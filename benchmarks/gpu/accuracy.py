@@ -164,28 +164,23 @@ def document(done: list[dict[str, Any]], tasks: list[dict[str, Any]], args: argp
     from datetime import datetime, timezone
 
     from pytest_benchmark import __version__
-    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
-    from pytest_benchmark.stats import Stats
 
     import torch
-    import transformers
 
-    from spbench.result import SCHEMA_VERSION
+    from spbench.sweep.document import machine_info, one_round_stats
 
-    machine = pytest_benchmark_generate_machine_info()
-    machine.update(torch_version=torch.__version__, transformers_version=transformers.__version__,
-                   cuda_version=torch.version.cuda, spbench_schema_version=SCHEMA_VERSION,
+    machine = machine_info()  # the sweep's documents' description, plus the GPU's
+    machine.update(cuda_version=torch.version.cuda,
                    gpu_name=torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
     benchmarks = []
     for d in done:
         info = d.get("extra_info")
         if info is None:
             continue
-        stats = Stats()
-        stats.update(float(info.get("train_time_s") or 0.0))
         benchmarks.append({"group": "gpu-accuracy", "name": f"gpu_accuracy[{info['case_id']}]",
                            "fullname": f"benchmarks/gpu/accuracy.py::{info['case_id']}", "params": None,
-                           "param": info["case_id"], "extra_info": info, "options": {}, "stats": stats.as_dict()})
+                           "param": info["case_id"], "extra_info": info, "options": {},
+                           "stats": one_round_stats(info.get("train_time_s"))})
     names = {d["method"] for d in done}
     return {"machine_info": machine, "commit_info": {}, "benchmarks": benchmarks,
             "datetime": datetime.now(timezone.utc).isoformat(), "version": __version__,

@@ -17,7 +17,7 @@ from spbench.sweep.setup import Setup
 from spbench.sweep.trials import ATTR_CONFIG, ATTR_PREDICTED, ATTR_RESULT, ATTR_SEED
 
 
-def _stats(seconds: float | None) -> dict[str, Any]:
+def one_round_stats(seconds: float | None) -> dict[str, Any]:
     """pytest-benchmark's statistics of one round (the training time)."""
     from pytest_benchmark.stats import Stats
 
@@ -60,7 +60,7 @@ def entries(study: Any) -> list[dict[str, Any]]:
             "group": study.study_name, "name": f"sweep[{info['case_id']}-seed{seed}]",
             "fullname": f"spbench sweep::{study.study_name}::trial{t.number}",
             "params": params, "param": f"trial{t.number}", "extra_info": info, "options": {},
-            "stats": _stats(info.get("train_time_s")),
+            "stats": one_round_stats(info.get("train_time_s")),
         })
         config = t.user_attrs.get(ATTR_CONFIG)
         if t.user_attrs.get(ATTR_PREDICTED) and config not in predicted:
@@ -68,7 +68,7 @@ def entries(study: Any) -> list[dict[str, Any]]:
     for params, info in predicted.values():
         out.append({"group": study.study_name, "name": f"predicted[{info['case_id']}]",
                     "fullname": f"spbench sweep::{study.study_name}::predicted", "params": dict(params),
-                    "param": "predicted", "extra_info": info, "options": {}, "stats": _stats(0.0)})
+                    "param": "predicted", "extra_info": info, "options": {}, "stats": one_round_stats(0.0)})
     return out
 
 
