@@ -53,11 +53,17 @@ class Case:
     @property
     def id(self) -> str:
         """``lora-distilbert-base-b16-s128`` (+ every field not at its default, then overrides)."""
-        parts = [self.method, self.backbone, f"b{self.batch_size}", f"s{self.seq_len}"]
+        return "-".join([self.method, self.backbone, f"b{self.batch_size}", f"s{self.seq_len}", *self.settings()])
+
+    def settings(self, short: bool = True) -> list[str]:
+        """What the case sets beyond method, backbone and shape, in field order: a non-default
+        objective, dtype (``short``: bf16 / fp16) and ``gc``, then ``key=value`` for any other
+        non-default field and for each override."""
+        parts = []
         if self.objective != "classification":
             parts.append(self.objective)
         if self.dtype != "float32":
-            parts.append({"bfloat16": "bf16", "float16": "fp16"}.get(self.dtype, self.dtype))
+            parts.append({"bfloat16": "bf16", "float16": "fp16"}.get(self.dtype, self.dtype) if short else self.dtype)
         if self.grad_checkpointing:
             parts.append("gc")
         shown = {"method", "backbone", "batch_size", "seq_len", "objective", "dtype", "grad_checkpointing",
@@ -65,7 +71,7 @@ class Case:
         parts += [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
                   if f.name not in shown and getattr(self, f.name) != f.default]
         parts += [f"{k}={v}" for k, v in self.overrides]
-        return "-".join(parts)
+        return parts
 
     @property
     def autocast_dtype(self) -> str | None:

@@ -87,7 +87,8 @@ class Fit:
         what = "largest batch size" if self.over == "batch_size" else "longest sequence"
         at = f"seq {self.case.seq_len}" if self.over == "batch_size" else f"batch {self.case.batch_size}"
         word = _WORDS[self.over]
-        head = f"{self.case.method} on {self.case.backbone}{_levers(self.case)}, {at}: {what} whose predicted " \
+        extra = "".join(f", {part}" for part in self.case.settings(short=False))  # ", bfloat16, gc, r=16"
+        head = f"{self.case.method} on {self.case.backbone}{extra}, {at}: {what} whose predicted " \
                f"CUDA peak fits {format_bytes(self.budget)}: "
         out = [head + (f"{self.size:,}" if self.size is not None else
                        f"none (even {word} {self.next.size:,} does not fit)")]
@@ -99,19 +100,6 @@ class Fit:
         if self.bound != "memory":
             out.append(f"  bounded by {self.bound}, not by memory")
         return out
-
-
-def _levers(case: Case) -> str:
-    """", bfloat16, gc, r=16": what else the case sets beyond method, backbone and shape."""
-    parts = []
-    for f in dataclasses.fields(Case):
-        value = getattr(case, f.name)
-        if f.name in ("method", "backbone", "batch_size", "seq_len", "device", "overrides") or value == f.default:
-            continue
-        named = f.name in ("dtype", "objective")
-        parts.append("gc" if f.name == "grad_checkpointing" else str(value) if named else f"{f.name}={value}")
-    parts += [f"{k}={v}" for k, v in case.overrides]
-    return "".join(f", {p}" for p in parts)
 
 
 def _bytes(n: int) -> str:
