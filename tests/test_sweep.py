@@ -113,7 +113,8 @@ def two_workers_one_killed(tiny: dict[str, str], out: Path, storage: str, study:
     (the killed trial again, in a retry), write its results, and a second run must train nothing."""
     grid = ("--grid", "lr=1e-3,2e-3,3e-3", "--seeds", "0,1", "--budget", "steps=300")
     proc = subprocess.Popen(command(tiny, out, *grid, "--workers", "2", *extra, study=study),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**_env(), "OMP_NUM_THREADS": "2"})  # two threads to share
     try:
         victim = wait_for_running(storage, study, proc)
         os.kill(int(victim.user_attrs["spbench_owner"]["worker"].split(":")[1]), signal.SIGKILL)
@@ -135,6 +136,8 @@ def two_workers_one_killed(tiny: dict[str, str], out: Path, storage: str, study:
     assert all(r["train_steps"] == 300 and r["train_config"]["group_by_length"] for r in runs)
     assert "best: lora (lr=" in stdout and "(2)" in stdout  # mean ± std over 2 seeds
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["worker-0.log", "worker-1.log"]
+    for log in (out / "logs").iterdir():  # each worker a share of the two threads, not both
+        assert "torch threads 1\n" in log.read_text()
     again = run(command(tiny, out, *grid, *extra, study=study))
     assert again.returncode == 0 and "6 finished" in again.stdout
     assert "trial" not in again.stdout.split("runs;")[1].split("configuration")[0]  # nothing trained
