@@ -112,15 +112,12 @@ def tracked_blocks(built: Any, optimizer: Any, autocast: Any) -> tuple[list[Bloc
 def predicted_side(case: Any) -> dict[str, Any]:
     """The prediction's step (meta build, fake tensors, CUDA emulated), labelled."""
     from spbench.case import build
-    from spbench.measure.memory import cuda_emulation, fake_mode, fakeify, frozen_gc, to_fake
+    from spbench.measure.memory import frozen_gc
+    from spbench.measure.predict import fake_step
     from spbench.measure.step import autocast_for
 
     built, _ = build(case, meta=True)
-    mode = fake_mode()
-    fakeify(built.model, mode)
-    built.batch = {k: to_fake(v, mode) for k, v in built.batch.items()}
-    with frozen_gc(), mode, cuda_emulation():
-        optimizer = built.method.make_optimizer(built.model, foreach=True)
+    with frozen_gc(), fake_step(built) as (optimizer, _):
         blocks, peak = tracked_blocks(built, optimizer, autocast_for(built.case, "cpu"))
     return {"source": "fake-tensor step, CUDA emulated (spbench.measure.predict)", "peak_bytes": peak, "blocks": blocks}
 

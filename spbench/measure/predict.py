@@ -12,6 +12,7 @@ predicts the no-grad forward of the same batch on the untouched backbone (the fl
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -29,6 +30,18 @@ def _fake_batch(batch: dict[str, torch.Tensor], mode: Any) -> dict[str, torch.Te
     return {k: to_fake(v, mode) for k, v in batch.items()}
 
 
+@contextlib.contextmanager
+def fake_step(built: Built, emulate_cuda: bool = True) -> Iterator[tuple[torch.optim.Optimizer, Any]]:
+    """Turn ``built``'s model and batch fake (in place); inside, CUDA's choices are emulated
+    (unless ``emulate_cuda=False``) and the method's optimizer is made as it would be there.
+    Yields ``(optimizer, mode)``: the prediction's step, and the diagnostic's labelled one."""
+    mode = fake_mode()
+    fakeify(built.model, mode)
+    built.batch = _fake_batch(built.batch, mode)
+    with mode, (cuda_emulation() if emulate_cuda else contextlib.nullcontext()):
+        yield built.method.make_optimizer(built.model, foreach=True if emulate_cuda else None), mode
+
+
 @frozen_gc()
 def predict_built(built: Built, plain: torch.nn.Module | None = None,
                   emulate_cuda: bool = True) -> dict[str, Any]:
@@ -38,12 +51,8 @@ def predict_built(built: Built, plain: torch.nn.Module | None = None,
     tracker's peak, which the tests check).
     """
     metrics: dict[str, Any] = dict(count_params(built.model))
-    mode = fake_mode()
-    fakeify(built.model, mode)
-    built.batch = _fake_batch(built.batch, mode)
     autocast = autocast_for(built.case, "cpu")
-    with mode, (cuda_emulation() if emulate_cuda else contextlib.nullcontext()):
-        optimizer = built.method.make_optimizer(built.model, foreach=True if emulate_cuda else None)
+    with fake_step(built, emulate_cuda) as (optimizer, mode):
         flops, reads = FlopHooks(), BackwardReadHooks(built.model)
         # Warm-up step: creates the optimizer state (steady state) and counts FLOPs / reads.
         step_fn(built, optimizer, ChainHooks(flops, reads, autocast=autocast))()
