@@ -51,7 +51,7 @@ for method in "$@"; do
     --study "$method-best-3seeds" --out "$OUT" "${EXTRA[@]}"
 done
 shopt -s nullglob
-best=("$OUT"/*-best-3seeds.json)
+best=("$OUT"/*-3seeds.json)  # METHOD-best-3seeds, and checks such as side_lora-lr5e-4-3seeds
 grid=("$OUT"/*-lr-grid.json)
 [ ${#best[@]} -gt 0 ] && spbench report "${best[@]}" -o "$REPORT.md" --plot "$REPORT.png"
 [ ${#grid[@]} -gt 0 ] && spbench report "${grid[@]}" -o "$REPORT-grid.md"
