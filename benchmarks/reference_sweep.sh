@@ -12,6 +12,10 @@
 #   2. the best rate of step 1 with seeds 0,1,2 on one epoch -> study METHOD-best-3seeds
 # then the reports: reports/accuracy/sweep.md (+ .png; step 2, accuracy and F1 as mean ± std (n))
 # and reports/accuracy/sweep-grid.md (step 1). Batch 32, max length 64 (spbench sweep's defaults).
+# The committed storage also holds one check outside these steps, side_lora at its grid's
+# second-best rate on one epoch (its report row is side_lora (lr=0.0005)), run as:
+#   spbench sweep --method side_lora --grid lr=5e-4 --seeds 0,1,2 --budget epochs=1 \
+#     --study side_lora-lr5e-4-3seeds --out reports/accuracy/sweep
 #
 # Hours of CPU. Resumable: stop it at any point (Ctrl-C, a crash, the end of a session) and run it
 # again; finished trials are never trained again. The storage, reports/accuracy/sweep/sweep.journal,
