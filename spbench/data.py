@@ -345,3 +345,56 @@ def collate(rows: list[dict[str, Any]], pad_id: int = 0) -> dict[str, torch.Tens
                                               for r in rows], dtype=torch.long)
     out.pop("token_type_ids", None)  # one segment: the model's default is the same
     return out
+
+
+# --- the selection split ----------------------------------------------------------------------
+#
+# Choosing a configuration (a learning rate, a checkpoint, a pruned trial) on the split that is
+# then reported makes the reported figure optimistic. The selection split is carved from SST-2
+# *train*, fixed and seeded, stratified by label, and never trained on; dev is scored once per
+# finished run and reported. Its size, seed and a hash of its row indices go into every result.
+
+VALIDATION_SIZE = 872  # as large as dev: a selection as noisy as the report would be pointless
+VALIDATION_SEED = 0
+
+
+def carve_validation(train: Any, size: int = VALIDATION_SIZE, seed: int = VALIDATION_SEED
+                     ) -> tuple[list[int], list[int], dict[str, Any]]:
+    """Split SST-2 train into (rows to train on, selection rows) by index, stratified by label.
+
+    Each label keeps its share of the split (rounded; the sizes add up to ``size``). A train
+    split with fewer than four times ``size`` rows (a test fixture) gives a quarter of its rows
+    instead, and the record says so by its ``size``. Returns the two sorted index lists and
+    ``{"size", "seed", "sha256"}`` (of the selection indices) for the results.
+    """
+    import hashlib
+
+    import numpy as np
+
+    labels = np.asarray([int(v) for v in train["label"]])
+    if size < 1:
+        raise InputError(f"validation size must be at least 1, not {size}")
+    size = min(size, len(labels) // 4)
+    if size < 1:
+        raise InputError(f"SST-2 train has {len(labels)} rows: too few to carve a validation split from")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.floor(counts / counts.sum() * size).astype(int)
+    quota[np.argsort(-(counts / counts.sum() * size - quota))[: size - quota.sum()]] += 1  # largest remainders
+    picked = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)])
+    chosen = np.zeros(len(labels), dtype=bool)
+    chosen[picked] = True
+    val = np.flatnonzero(chosen).tolist()
+    digest = hashlib.sha256(",".join(map(str, val)).encode()).hexdigest()[:16]
+    return np.flatnonzero(~chosen).tolist(), val, {"size": len(val), "seed": seed, "sha256": digest}
+
+
+def examples_digest(split: Any) -> str:
+    """A short hash of a split's sentences and labels: two runs' per-example predictions are
+    compared only when they scored the same examples in the same order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for sentence, label in zip(split["sentence"], split["label"]):
+        h.update(f"{sentence}\t{int(label)}\n".encode())
+    return h.hexdigest()[:16]

@@ -59,6 +59,7 @@ METRICS: dict[str, Metric] = {
         Metric("step_time_s", "s", False, "step time"),
         Metric("sst2_accuracy", "ratio", True, "SST-2 dev accuracy"),
         Metric("sst2_f1", "ratio", True, "SST-2 dev F1"),
+        Metric("val_accuracy", "ratio", True, "validation accuracy (selection split)"),
         Metric("train_examples", "count", None, "training examples"),
         Metric("train_steps", "count", None, "training steps"),
         Metric("train_time_s", "s", False, "training time"),
@@ -68,7 +69,7 @@ METRICS: dict[str, Metric] = {
 # What ran: every Case field but overrides (typed in method_config) and device (a result's own).
 CASE_FIELDS = tuple(f.name for f in dataclasses.fields(Case) if f.name not in ("overrides", "device"))
 IDENTITY_KEYS = (*CASE_FIELDS, "method_config", "device", "schema_version", "case_id")
-TRAINING_KEYS = ("train_config", "stages", "best_step")
+TRAINING_KEYS = ("train_config", "stages", "best_step", "predictions")
 # What a record must carry to be read at all (older records lack the newer Case fields).
 REQUIRED_KEYS = ("method", "backbone", "batch_size", "seq_len", "device", "schema_version")
 
@@ -77,7 +78,7 @@ REQUIRED_KEYS = ("method", "backbone", "batch_size", "seq_len", "device", "schem
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "method_config": (dict,), "device": (str,), "case_id": (str,), "schema_version": (int,),
     "status": (str,), "reason": (str,), "train_config": (dict, type(None)), "stages": (list, type(None)),
-    "best_step": (int, type(None)),
+    "best_step": (int, type(None)), "predictions": (dict, type(None)),
 }
 _JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
                bool: "true or false", type(None): "null"}
@@ -118,20 +119,23 @@ class Result:
     method_config: dict[str, Any]
     device: str
     case_id: str
-    status: str = "ok"  # "ok" | "oom" | "failed"
+    status: str = "ok"  # "ok" | "oom" | "failed" | "skipped" | "pruned" | "collapsed" (trained to one class)
     reason: str = ""
     metrics: dict[str, float | int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)  # flags such as "mlm_head_untrained"
     train_config: dict[str, Any] | None = None
     stages: list[dict[str, Any]] | None = None  # a multi-stage run's per-stage figures
     best_step: int | None = None  # the restored checkpoint's step (with eval_every)
+    # per-example dev predictions of a finished run: {"split", "examples", "sha256" of the
+    # examples, "labels", "predicted"} (labels and predictions as strings of digits)
+    predictions: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
     def of(cls, case: Case, device: str | None = None, *, status: str = "ok", reason: str = "",
            metrics: dict[str, Any] | None = None, notes: dict[str, Any] | None = None,
            train_config: dict[str, Any] | None = None, stages: list[dict[str, Any]] | None = None,
-           best_step: int | None = None) -> "Result":
+           best_step: int | None = None, predictions: dict[str, Any] | None = None) -> "Result":
         """The result of ``case`` measured on ``device`` (default ``case.device``).
 
         Raises KeyError for a metric not declared in :data:`METRICS`.
@@ -144,7 +148,8 @@ class Result:
         except InputError:  # the case failed on its bad configuration: say so, keep the point
             config = {}
         return cls(case, config, case.device if device is None else device, case.id, status, reason,
-                   dict(metrics or {}), dict(notes or {}), train_config, stages, best_step)
+                   dict(metrics or {}), dict(notes or {}), train_config, stages, best_step,
+                   predictions)
 
     @property
     def ok(self) -> bool:
@@ -188,5 +193,6 @@ class Result:
             train_config=info.get("train_config"),
             stages=info.get("stages"),
             best_step=info.get("best_step"),
+            predictions=info.get("predictions"),
             schema_version=int(info.get("schema_version", SCHEMA_VERSION)),
         )

@@ -8,8 +8,15 @@ backward pass, as in MeZO: ``Method.lr_schedule``), seeds torch, Python and the 
 clips the gradient norm between backward and the optimizer (a ``StepHooks`` phase, so a method
 that overrides ``train_step``, as MeZO does, still gets it; skipped when the method uses no
 backward), and stops with status "failed" on a NaN/inf loss rather than report garbage.
-``evaluate`` gives dev accuracy and the F1 of the positive class. With ``eval_every`` the dev
-split is scored every N steps and the best checkpoint (by accuracy) is restored at the end.
+``evaluate`` gives accuracy and the F1 of the positive class.
+
+Selection and report are apart (``run_accuracy``): a validation split carved from SST-2 train
+(``data.carve_validation``: stratified, seeded, never trained on) is what ``eval_every`` (the
+best checkpoint is restored at the end) and a sweep's intermediate reports select on; dev is
+scored once, at the end of a finished run, and its per-example predictions are kept, so runs
+can be compared paired on the same sentences (``spbench.reporting.stats``). Selecting on dev
+takes ``select_on="dev"``, and the result says so. A run whose dev predictions are all one class
+has status "collapsed": its figures are kept, but it is not "ok".
 
 Peak memory (``peak_bytes``): after training and evaluation, one more steady-state step
 (optimizer state present) on the run's largest batch shape -- batch size x the longest
@@ -26,7 +33,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from spbench.errors import InputError
 from spbench.methods.base import StepHooks
@@ -91,10 +98,13 @@ class Budget:
 class TrainResult:
     """What a run produced. ``metrics()`` gives the DESIGN.md keys of an accuracy case."""
 
-    status: str = "ok"  # "ok" | "failed" | "skipped" (would not finish before ``deadline``)
+    status: str = "ok"  # "ok" | "failed" | "skipped" (past ``deadline``) | "pruned" | "collapsed"
     reason: str = ""
-    accuracy: float | None = None
+    accuracy: float | None = None  # dev (the reported split)
     f1: float | None = None
+    val_accuracy: float | None = None  # the selection split, at the end (or where the run stopped)
+    predictions: list[int] | None = None  # per dev example, in dev's order
+    warm_start: dict[str, Any] = field(default_factory=dict)  # Method.warm_start's account, scored
     train_examples: int = 0
     train_steps: int = 0
     train_time_s: float = 0.0
@@ -109,6 +119,8 @@ class TrainResult:
         if self.accuracy is not None:
             out["sst2_accuracy"] = self.accuracy
             out["sst2_f1"] = self.f1
+        if self.val_accuracy is not None:
+            out["val_accuracy"] = self.val_accuracy
         if self.peak_bytes is not None:
             out["peak_bytes"] = self.peak_bytes
         return out
@@ -168,7 +180,13 @@ def binary_scores(predictions: Sequence[int], labels: Sequence[int]) -> dict[str
 
 def evaluate(model: "nn.Module", objective: "Objective", rows: Sequence[dict[str, Any]], pad_id: int = 0,
              batch_size: int = EVAL_BATCH_SIZE, device: str = "cpu") -> dict[str, float]:
-    """Dev accuracy and positive-class F1 (argmax of the objective's logits), in eval mode."""
+    """Accuracy and positive-class F1 (argmax of the objective's logits), in eval mode."""
+    return binary_scores(predict(model, objective, rows, pad_id, batch_size, device), [int(r["labels"]) for r in rows])
+
+
+def predict(model: "nn.Module", objective: "Objective", rows: Sequence[dict[str, Any]], pad_id: int = 0,
+            batch_size: int = EVAL_BATCH_SIZE, device: str = "cpu") -> list[int]:
+    """The predicted class of every row (argmax of the objective's logits), in eval mode."""
     import torch
 
     from spbench.data import collate
@@ -183,7 +201,14 @@ def evaluate(model: "nn.Module", objective: "Objective", rows: Sequence[dict[str
                 predictions += objective.logits(model, batch).argmax(-1).tolist()
     finally:
         model.train(was_training)
-    return binary_scores(predictions, [int(r["labels"]) for r in rows])
+    return predictions
+
+
+def collapsed(predictions: Sequence[int], labels: Sequence[int]) -> str:
+    """Why a run counts as collapsed (every prediction one class while the labels hold both), or ""."""
+    if len(set(predictions)) == 1 and len(set(labels)) > 1:
+        return f"collapsed: predicts class {predictions[0]} for all {len(predictions)} dev examples"
+    return ""
 
 
 class ClipHooks(StepHooks):
@@ -208,15 +233,21 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
         seed: int = 0, warmup: float = DEFAULT_WARMUP, clip: float | None = DEFAULT_CLIP,
         eval_every: int = 0, pad_id: int = 0, device: str = "cpu", progress: bool | None = None,
         measure_peak: bool = True, label: str = "", group_by_length: bool = True,
-        deadline: float | None = None) -> TrainResult:
+        deadline: float | None = None, val_rows: Sequence[dict[str, Any]] | None = None,
+        report_at: Sequence[int] = (), on_report: Callable[[int, dict[str, float]], str] | None = None
+        ) -> TrainResult:
     """Train ``model`` (already prepared by ``method``) on tokenised rows, then score ``eval_rows``.
 
     Args:
-        train_rows / eval_rows: rows of ``input_ids`` (unpadded) and ``labels`` (``data.encode_sst2``).
+        train_rows / eval_rows: rows of ``input_ids`` (unpadded) and ``labels`` (``data.encode_sst2``);
+            ``eval_rows`` (dev) are scored once, at the end of a finished run, with their predictions kept.
         budget: examples, steps or epochs; the step count is fixed before training starts.
         warmup: share of the steps with a linearly rising learning rate.
         clip: max gradient norm (None or 0: no clipping).
-        eval_every: score ``eval_rows`` every N steps and restore the best checkpoint at the end.
+        eval_every: score ``val_rows`` every N steps and restore the best checkpoint at the end.
+        val_rows: the selection rows (validation): what ``eval_every`` and ``report_at`` score.
+        report_at: steps at which ``val_rows`` are scored and ``on_report(step, scores)`` is called;
+            a non-empty answer stops the run there with status "pruned" and that reason (no dev score).
         progress: a rich progress bar; None shows it only when stdout is a terminal.
         measure_peak: track one extra steady-state step on the largest batch shape afterwards.
         group_by_length: batches of similar lengths (``batches``), so little compute goes to padding.
@@ -231,9 +262,17 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
 
     if not train_rows:
         raise ValueError("no training rows")
+    if (eval_every or report_at) and not val_rows:
+        raise ValueError("eval_every / report_at select on val_rows: pass the selection rows")
     seed_everything(seed)
     model.to(device)
     model.train()
+    result = TrainResult()
+    result.warm_start = method.warm_start(model, objective, train_rows, pad_id=pad_id, device=device, seed=seed)
+    if result.warm_start:  # where training starts from, so the gain it brings is measured
+        for key, rows in (("val_accuracy", val_rows), ("dev_accuracy", eval_rows)):
+            if rows:
+                result.warm_start[key] = evaluate(model, objective, rows, pad_id, device=device)["accuracy"]
     optimizer = method.make_optimizer(model)
     total = budget.total_steps(len(train_rows), batch_size)
     if lr_schedule(method) == "constant":
@@ -241,8 +280,8 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
     else:
         scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total), total)
     hooks = ClipHooks(trainable_parameters(model), clip if method.uses_backward else None)
-    result = TrainResult()
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    reports = set(report_at)
     data = batches(train_rows, batch_size, pad_id, seed, group_by_length)
     started, eval_time = time.perf_counter(), 0.0
     with _progress(progress, total, label) as advance:
@@ -265,23 +304,36 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
             if late:
                 result.status, result.reason = "skipped", late
                 break
-            if eval_every and eval_rows and (step % eval_every == 0 or step == total):
+            selecting = eval_every and (step % eval_every == 0 or step == total)
+            if selecting or step in reports:
                 eval_started = time.perf_counter()
-                scores = evaluate(model, objective, eval_rows, pad_id, device=device)
+                scores = evaluate(model, objective, val_rows, pad_id, device=device)  # type: ignore[arg-type]
                 eval_time += time.perf_counter() - eval_started  # train_time_s is training only
                 result.evals.append({"step": step, **scores})
-                if best is None or scores["accuracy"] > best[0]:
+                result.val_accuracy = scores["accuracy"]
+                if selecting and (best is None or scores["accuracy"] > best[0]):
                     best = (scores["accuracy"], step, _snapshot(model))
+                stop = on_report(step, scores) if on_report is not None and step in reports else ""
+                if stop:
+                    result.status, result.reason = "pruned", stop
+                    break
     result.train_time_s = time.perf_counter() - started - eval_time
     if result.status != "ok":
         return result
     if best is not None:
         model.load_state_dict(best[2], strict=False)
-        result.best_step = best[1]
+        result.best_step, result.val_accuracy = best[1], best[0]
         best = None  # the snapshot must not sit in the peak measured below
+    elif val_rows and (not result.evals or result.evals[-1]["step"] != result.train_steps):
+        result.val_accuracy = evaluate(model, objective, val_rows, pad_id, device=device)["accuracy"]
     if eval_rows:
-        scores = evaluate(model, objective, eval_rows, pad_id, device=device)
+        labels = [int(r["labels"]) for r in eval_rows]
+        result.predictions = predict(model, objective, eval_rows, pad_id, device=device)
+        scores = binary_scores(result.predictions, labels)
         result.accuracy, result.f1 = scores["accuracy"], scores["f1"]
+        why = collapsed(result.predictions, labels)
+        if why:
+            result.status, result.reason = "collapsed", why
     if measure_peak:
         result.peak_bytes = peak_of_step(method, model, objective, optimizer, hooks,
                                          largest_batch(train_rows, batch_size, pad_id), device)
@@ -364,42 +416,91 @@ def _progress(show: bool | None, total: int, label: str) -> Iterator[Any]:
 
 # --- one accuracy case ------------------------------------------------------------------------
 
+SELECT_ON = ("validation", "dev")
+
+
 def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | None = None, *,
                  seed: int = 0, warmup: float = DEFAULT_WARMUP, clip: float | None = DEFAULT_CLIP,
                  eval_every: int = 0, progress: bool | None = None,
-                 group_by_length: bool = True, deadline: float | None = None) -> tuple["Result", TrainResult]:
-    """Build ``case`` (``seq_len`` is the max token length), train it on SST-2 train, score it
-    on dev. Returns the case's Result (metrics, training configuration, stages) and the run.
+                 group_by_length: bool = True, deadline: float | None = None, select_on: str = "validation",
+                 validation_size: int | None = None, report_at: Sequence[float] = (),
+                 on_report: Callable[[float, dict[str, float]], str] | None = None) -> tuple["Result", TrainResult]:
+    """Build ``case`` (``seq_len`` is the max token length), train it on SST-2 train less the
+    validation split, select on validation, score dev once. Returns the case's Result (metrics,
+    per-example dev predictions, training configuration, stages) and the run.
 
     A multi-stage method (``Method.stages``) is trained stage by stage, the budget split by
-    each stage's ``share``; its last stage is scored. ``deadline``: as in :func:`fit`, for every stage.
+    each stage's ``share``, and each stage on its own share of the training rows (a seeded
+    permutation cut in order: stage 2 never sees what stage 1 trained on); its last stage is
+    scored. ``deadline``: as in :func:`fit`, for every stage.
+
+    Args:
+        select_on: "validation" (the carved split), or "dev" (selection on the reported split:
+            only when asked for, and recorded).
+        validation_size: rows carved from train (default ``data.VALIDATION_SIZE``).
+        report_at: fractions of the whole budget (e.g. 1/8, 1/4, 1/2, 1) at which the
+            validation accuracy is scored and ``on_report(fraction, scores)`` called; a non-empty
+            answer stops the run ("pruned", see :func:`fit`).
     """
+    import random as _random
+
     from spbench import objectives
     from spbench.case import build
-    from spbench.data import encode_sst2, load_sst2
+    from spbench.data import VALIDATION_SIZE, carve_validation, encode_sst2, examples_digest, load_sst2
     from spbench.result import Result
 
+    if select_on not in SELECT_ON:
+        raise InputError(f"select_on {select_on!r}: choose validation or dev")
     budget = budget or Budget.parse(DEFAULT_CPU_BUDGET)
     data = load_sst2(sst2_dir)
+    train_idx, val_idx, validation = carve_validation(data["train"], validation_size or VALIDATION_SIZE)
     built, _ = build(case, on_device=False)
     tokenizer = built.backbone.tokenizer
     pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+    given = budget
+    if budget.epochs is not None:  # an epoch is one pass over the rows trained on, whatever the stages
+        budget = Budget(examples=max(1, round(budget.epochs * len(train_idx))))
+    order = list(train_idx)
+    _random.Random(seed).shuffle(order)  # stage parts: disjoint, seeded (one stage: every row)
+    encoded: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]] = {}
     stages = built.method.stages(built.backbone, built.model, case.objective)
     result = TrainResult()
-    spent = 0.0
+    spent, used, done_share = 0.0, 0, 0.0
     per_stage: list[dict[str, Any]] = []
+    notes = dict(built.notes)
     for stage in stages:
         objective = objectives.get(stage.objective)
-        train_rows = encode_sst2(data["train"], tokenizer, objective, case.seq_len)
-        dev_rows = encode_sst2(data["dev"], tokenizer, objective, case.seq_len)
+        notes.update(objective.notes(built.backbone))
+        if stage.objective not in encoded:
+            encoded[stage.objective] = (encode_sst2(data["train"], tokenizer, objective, case.seq_len),
+                                        encode_sst2(data["dev"], tokenizer, objective, case.seq_len), [])
+        train_all, dev_rows, _ = encoded[stage.objective]
+        last = done_share + stage.share >= 1.0 - 1e-9
+        take = len(order) - used if last else max(1, round(stage.share * len(order)))
+        part = order[used:used + take]
+        train_rows = [train_all[i] for i in part]
+        val_rows = [train_all[i] for i in val_idx] if select_on == "validation" else dev_rows
         stage_budget = _share(budget, stage.share)
-        res = fit(stage.method, stage.model, objective, train_rows, dev_rows, stage_budget,
+        steps = stage_budget.total_steps(len(train_rows), case.batch_size)
+        # the budget fractions that fall in this stage, as its own steps
+        local = {max(1, math.ceil((f - done_share) / stage.share * steps)): f for f in report_at
+                 if done_share < f <= done_share + stage.share + 1e-9}
+        offset = result.train_steps
+        hook = None if on_report is None else (lambda step, scores, local=local: on_report(local[step], scores))
+        res = fit(stage.method, stage.model, objective, train_rows, dev_rows if last else None, stage_budget,
                   batch_size=case.batch_size, seed=seed, warmup=warmup, clip=clip, eval_every=eval_every,
                   pad_id=pad_id, device=case.device, progress=progress, label=f"{case.id} [{stage.method.name}]",
-                  group_by_length=group_by_length, deadline=deadline)
-        per_stage.append({"method": stage.method.name, "objective": stage.objective, **res.metrics()})
+                  group_by_length=group_by_length, deadline=deadline, val_rows=val_rows,
+                  report_at=sorted(local), on_report=hook)
+        per_stage.append({"method": stage.method.name, "objective": stage.objective,
+                          "train_rows": len(part), "train_rows_from": used, **res.metrics(),
+                          **({"warm_start": res.warm_start} if res.warm_start else {})})
+        if res.warm_start:
+            notes["warm_start" if len(per_stage) == 1 else f"warm_start_stage{len(per_stage)}"] = res.warm_start
+        used += take
+        done_share += stage.share
         res.train_examples += result.train_examples
-        res.train_steps += result.train_steps
+        res.train_steps += offset
         if result.peak_bytes is not None and res.peak_bytes is not None:  # the largest stage's
             res.peak_bytes = max(result.peak_bytes, res.peak_bytes)  # (a failed stage: not measured)
         spent += res.train_time_s
@@ -408,15 +509,22 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         if result.status != "ok":
             break
     train_config = {
-        "budget": str(budget), "seed": seed, "warmup": warmup, "clip": clip if built.method.uses_backward else None,
+        "budget": str(given), "seed": seed, "warmup": warmup,
+        "clip": clip if built.method.uses_backward else None,
         "eval_every": eval_every, "max_len": case.seq_len, "lr_schedule": lr_schedule(built.method),
-        "group_by_length": group_by_length,
+        "group_by_length": group_by_length, "select_on": select_on, "validation": validation,
         "peak": "tracked steady-state step at the largest batch shape",
     }
+    predictions = None
+    if result.predictions is not None:
+        dev = data["dev"]
+        predictions = {"split": "dev", "examples": len(result.predictions), "sha256": examples_digest(dev),
+                       "labels": "".join(str(int(v)) for v in dev["label"]),
+                       "predicted": "".join(str(int(v)) for v in result.predictions)}
     # A multi-stage run keeps each stage's own peak, time and score; its top-level figures are overall.
     return Result.of(case, status=result.status, reason=result.reason, metrics=result.metrics(),
-                     notes=built.notes, train_config=train_config, stages=per_stage if len(per_stage) > 1 else None,
-                     best_step=result.best_step), result
+                     notes=notes, train_config=train_config, stages=per_stage if len(per_stage) > 1 else None,
+                     best_step=result.best_step, predictions=predictions), result
 
 
 def _share(budget: Budget, share: float) -> Budget:

@@ -3,6 +3,8 @@ NaN handling, clipping, best-checkpoint restore, and one SST-2 case end to end."
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 import random
 from pathlib import Path
@@ -152,11 +154,8 @@ class BagOfTokens(torch.nn.Module):
         return (self.scores(input_ids) * mask).sum(1) / mask.sum(1)
 
 
-def test_eval_every_restores_the_best_checkpoint() -> None:
-    """Eight steps learn the toy task, the rest learn it with flipped labels, so later
-    evaluations score measurably worse than an earlier one. The best step's parameters and
-    score must come back, not the last ones."""
-    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+def _turncoat(snapshots: dict[int, dict[str, torch.Tensor]]) -> Any:
+    """full_ft that learns the toy task for eight steps, then learns it with flipped labels."""
 
     class Turncoat(methods.get("full_ft")):
         def train_step(self, model, batch, optimizer, objective, hooks=NO_HOOKS):  # type: ignore[no-untyped-def]
@@ -167,28 +166,70 @@ def test_eval_every_restores_the_best_checkpoint() -> None:
             snapshots[step] = {n: p.detach().clone() for n, p in model.named_parameters()}
             return loss
 
-    train, dev = toy_rows(128, 0), toy_rows(64, 1)
+    return Turncoat(lr=0.1)
+
+
+def test_eval_every_restores_the_best_checkpoint_by_validation_and_scores_dev_once() -> None:
+    """Eight steps learn the toy task, the rest learn it with flipped labels, so later
+    evaluations score measurably worse than an earlier one. The best step on the validation
+    rows must come back, not the last one; dev is scored once, on the restored parameters."""
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    train, val, dev = toy_rows(128, 0), toy_rows(64, 1), toy_rows(64, 2)
     model = BagOfTokens()
-    res = fit(Turncoat(lr=0.1), model, CLS, train, dev, Budget(steps=24), batch_size=8, eval_every=4,
-              measure_peak=False, group_by_length=False)  # the fixture's margins hold for this data order
+    res = fit(_turncoat(snapshots), model, CLS, train, dev, Budget(steps=24), batch_size=8, eval_every=4,
+              val_rows=val, measure_peak=False, group_by_length=False)  # the fixture's margins hold for this order
     steps = [4, 8, 12, 16, 20, 24]
     assert [e["step"] for e in res.evals] == steps
 
-    def score(step: int) -> float:  # each recorded state scored afresh, outside fit
+    def score(step: int, rows: list) -> float:  # each recorded state scored afresh, outside fit
         probe = BagOfTokens()
         probe.load_state_dict(snapshots[step])
-        return evaluate(probe, CLS, dev)["accuracy"]
+        return evaluate(probe, CLS, rows)["accuracy"]
 
-    scores = [score(s) for s in steps]
-    assert [e["accuracy"] for e in res.evals] == scores
+    scores = [score(s, val) for s in steps]
+    assert [e["accuracy"] for e in res.evals] == scores  # the evaluations are validation's
     best = max(range(len(steps)), key=lambda i: (scores[i], -i))
     assert 0 < best < len(steps) - 1 and scores[best] > max(scores[best + 1:]) + 0.1, scores  # the fixture bites
-    assert res.best_step == steps[best]
+    assert res.best_step == steps[best] and res.val_accuracy == scores[best]
     restored = dict(model.named_parameters())
     assert all(torch.equal(restored[n], t) for n, t in snapshots[steps[best]].items()), \
         f"the parameters are not step {steps[best]}'s"
     assert not all(torch.equal(restored[n], t) for n, t in snapshots[24].items()), "the last step's parameters stayed"
-    assert res.accuracy == scores[best]
+    assert res.accuracy == score(steps[best], dev)
+    assert res.predictions is not None and len(res.predictions) == len(dev)
+    assert sum(p == r["labels"] for p, r in zip(res.predictions, dev)) / len(dev) == res.accuracy
+
+
+def test_eval_every_never_selects_on_dev_unless_dev_is_the_selection_split() -> None:
+    """Validation and dev disagree (dev's labels are flipped): selecting on validation keeps an
+    early step; the same run selecting on dev (passed as the selection rows, as
+    ``run_accuracy(select_on="dev")`` does) keeps another one. Without selection rows,
+    ``eval_every`` is refused rather than falling back to dev."""
+    train, val = toy_rows(128, 0), toy_rows(64, 1)
+    dev = [{**r, "labels": 1 - r["labels"]} for r in val]
+    picked = {}
+    for name, rows in (("validation", val), ("dev", dev)):
+        res = fit(_turncoat({}), BagOfTokens(), CLS, train, dev, Budget(steps=24), batch_size=8, eval_every=4,
+                  val_rows=rows, measure_peak=False, group_by_length=False)
+        picked[name] = res.best_step
+    assert picked["validation"] != picked["dev"], picked
+    with pytest.raises(ValueError, match="val_rows"):
+        fit(_turncoat({}), BagOfTokens(), CLS, train, dev, Budget(steps=8), batch_size=8, eval_every=4,
+            measure_peak=False)
+
+
+def test_a_run_predicting_one_class_is_collapsed_not_ok() -> None:
+    m, model = tiny("lora", lr=1e-3)
+
+    class Constant(CLS.__class__):
+        def logits(self, model, batch):  # type: ignore[no-untyped-def]
+            out = super().logits(model, batch)
+            return torch.stack([out[:, 0] * 0 - 1, out[:, 1] * 0 + 1], -1)
+
+    res = fit(m, model, Constant(), toy_rows(32, 0), toy_rows(16, 1), Budget(steps=2), batch_size=8,
+              measure_peak=False)
+    assert res.status == "collapsed" and "class 1 for all 16" in res.reason
+    assert res.accuracy is not None  # the figures stay, the status says what they are
 
 
 @pytest.mark.slow
@@ -204,8 +245,13 @@ def test_run_accuracy_end_to_end_on_a_tiny_sst2_folder(tmp_path: Path) -> None:
     (tmp_path / "dev.tsv").write_text("\n".join(lines[:9]) + "\n")
     result, res = run_accuracy(Case("lora", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=3), str(tmp_path))
     info = result.to_extra_info()
-    assert res.status == "ok" and info["train_steps"] == 3 and info["train_examples"] == 12
-    assert 0.0 <= info["sst2_accuracy"] <= 1.0 and info["peak_bytes"] > 0
+    # three steps may well leave one class everywhere: "collapsed" keeps the figures
+    assert res.status in ("ok", "collapsed") and info["train_steps"] == 3 and info["train_examples"] == 12
+    assert (res.status == "collapsed") == (len(set(info["predictions"]["predicted"])) == 1)
+    assert 0.0 <= info["sst2_accuracy"] <= 1.0 and info["peak_bytes"] > 0 and 0.0 <= info["val_accuracy"] <= 1.0
+    assert info["train_config"]["select_on"] == "validation"
+    assert info["train_config"]["validation"]["size"] == 10  # a quarter of a 40-row train split
+    assert info["predictions"]["examples"] == 8 and info["predictions"]["labels"] == "01010101"
     assert info["method_config"]["lr"] == 5e-4 and info["train_config"]["budget"] == "steps=3"
     assert info["device"] == "cpu" and info["case_id"] == "lora-minilm-l6-b4-s16"
     assert Result.from_extra_info(info) == result  # the JSON round trip keeps every field
@@ -231,9 +277,11 @@ def test_multi_stage_run_reports_each_stage(tmp_path: Path) -> None:
     (tmp_path / "dev.tsv").write_text("\n".join(lines[:5]) + "\n")
     result, res = run_accuracy(Case("mezo_lst", "minilm-l6", batch_size=4, seq_len=16), Budget(steps=4), str(tmp_path))
     info = result.to_extra_info()
-    assert res.status == "ok", res.reason
+    assert res.status in ("ok", "collapsed"), res.reason
     stages = info["stages"]
     assert [s["method"] for s in stages] == ["mezo", "lst"]
+    # disjoint parts of the 12 rows left after the validation split: stage 2 sees none of stage 1's
+    assert [(s["train_rows_from"], s["train_rows"]) for s in stages] == [(0, 6), (6, 6)]
     assert all(s["train_steps"] > 0 and s["peak_bytes"] > 0 for s in stages)
     assert info["train_steps"] == sum(s["train_steps"] for s in stages)
     assert info["peak_bytes"] == max(s["peak_bytes"] for s in stages)
@@ -283,4 +331,4 @@ def test_deadline_stops_a_run_that_would_not_finish() -> None:
     m, model = tiny()
     ok = fit(m, model, CLS, toy_rows(64, 0), toy_rows(8, 1), Budget(steps=3), batch_size=8,
              deadline=time.time() + 600, measure_peak=False)
-    assert ok.status == "ok" and ok.train_steps == 3 and ok.accuracy is not None
+    assert ok.status in ("ok", "collapsed") and ok.train_steps == 3 and ok.accuracy is not None  # not stopped

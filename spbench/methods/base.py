@@ -155,6 +155,17 @@ class Method:
         or "constant" for methods without a backward pass (MeZO's paper keeps its rate constant)."""
         return "linear" if self.uses_backward else "constant"
 
+    def notes(self, backbone: "Backbone") -> dict[str, Any]:
+        """Flags for every result of this method on ``backbone`` (e.g. k-LST's padded windows)."""
+        return {}
+
+    def warm_start(self, model: "nn.Module", objective: "Objective", train_rows: Any, *, pad_id: int = 0,
+                   device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+        """Set up ``model`` from the training rows before the first step (``spbench.train.fit``
+        calls it once per run) and say what was done ({}: nothing, the default; MeZO fits its
+        head by a linear probe)."""
+        return {}
+
     def stages(self, backbone: "Backbone", model: "nn.Module", objective: str) -> Iterable[Stage]:
         """The stages of an accuracy run, each trained before the next is asked for (so a later
         stage may be built from an earlier one's weights). One stage by default: ``model``
