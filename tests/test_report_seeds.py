@@ -50,7 +50,10 @@ def test_seeds_fold_into_mean_std_and_count(tmp_path: Path) -> None:
     assert "## study lora-epochs=1.0: trials" in text
     trials = [line for line in text.splitlines() if line.startswith("|") and line.split("|")[1].strip().isdigit()]
     assert len(trials) == 5 and "failed" in trials[3]
-    assert "best: lora (lr=0.0003): accuracy 85.00 ± 1.00 (3) %, seeds 0,1,2; hyperparameters:" in text
+    # these runs recorded no selection split (older results): the best is dev's, and the report says so
+    assert "best on DEV (the reported split): lora (lr=0.0003): dev accuracy 85.00 ± 1.00 (3) %, seeds 0,1,2; " \
+           "hyperparameters:" in text
+    assert text.startswith("# spbench report (SELECTED ON DEV: 4 run(s)")
     assert "lr=0.0003, r=8" in text  # the best configuration's hyperparameters, all of them
 
 
@@ -97,3 +100,61 @@ def test_configurations_are_keyed_by_every_case_field() -> None:
     confs = configurations([plain, gc_run, on_cuda, predicted("3e-4")])
     assert len(confs) == 3 and all(len(c.seeds) == 1 for c in confs)
     assert sum(c.predicted_peak == 300 << 20 for c in confs) == 2  # the gc case has no predicted record
+
+
+def predictions(labels: str, right: list[bool]) -> dict[str, Any]:
+    predicted = "".join(y if ok else str(1 - int(y)) for y, ok in zip(labels, right))
+    return {"split": "dev", "examples": len(labels), "sha256": "d" * 16, "labels": labels, "predicted": predicted}
+
+
+def scored(method: str, seed: int, right: list[bool], labels: str, status: str = "ok", val: float = 0.9) -> dict[str, Any]:
+    """A finished run that selected on validation, with its per-example dev predictions."""
+    import dataclasses
+
+    case = Case(method, "minilm-l6", 32, 64)
+    acc = sum(right) / len(right)
+    train = {**TRAIN, "seed": seed, "select_on": "validation", "validation": {"size": 872, "seed": 0, "sha256": "v"}}
+    result = Result.of(case, status=status, reason="collapsed: predicts class 1 for all dev examples" if status != "ok" else "",
+                       metrics={"sst2_accuracy": acc, "sst2_f1": acc, "val_accuracy": val}, train_config=train)
+    return dataclasses.replace(result, predictions=predictions(labels, right)).to_extra_info()
+
+
+def test_accuracy_carries_an_interval_over_dev_examples_and_compare_is_paired(tmp_path: Path) -> None:
+    """A known difference: B gets right every sentence A gets right, plus 60 more of 400; the
+    paired interval excludes 0 and p is tiny. Identical predictions: the interval is [0, 0], p = 1.
+    Runs that selected on validation give a report without the dev warning."""
+    import random
+
+    rng = random.Random(0)
+    labels = "".join(rng.choice("01") for _ in range(400))
+    a = [rng.random() < 0.75 for _ in range(400)]
+    wrong = [i for i, ok in enumerate(a) if not ok]
+    b = list(a)
+    for i in wrong[:60]:
+        b[i] = True
+    infos = [scored("lora", s, a, labels) for s in (0, 1)] + [scored("full_ft", s, b, labels) for s in (0, 1)]
+    path = write(tmp_path / "r.json", infos)
+    text = render(report_args([path]))
+    assert "SELECTED ON DEV" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| lora "))
+    acc = sum(a) / 400 * 100
+    lo, hi = (float(v) for v in row.split(" (2) [")[1].split("]")[0].split(", "))
+    assert lo < acc < hi and 5 < hi - lo < 10  # about ±2 sd of a proportion near 0.75 on 400 sentences
+    compared = render(report_args([path], compare=["lora", "full_ft"]))
+    line = next(line for line in compared.splitlines() if "paired dev accuracy" in line)
+    assert "+15.00 pp [" in line and "full_ft better" in line and "400 sentences, 2 vs 2 seeds" in line
+    low = float(line.split("pp [")[1].split(",")[0])
+    assert low > 0
+    same = [scored("lora", 0, a, labels), scored("full_ft", 0, a, labels)]
+    text = render(report_args([write(tmp_path / "same.json", same)], compare=["lora", "full_ft"]))
+    assert "+0.00 pp [+0.00, +0.00], p = 1: not distinguishable from noise at this size" in text
+
+
+def test_a_collapsed_run_stands_out_and_is_not_averaged(tmp_path: Path) -> None:
+    labels = "01" * 50
+    infos = [scored("lora", 0, [True] * 80 + [False] * 20, labels),
+             scored("lora", 1, [c == "1" for c in labels], labels, status="collapsed")]
+    text = render(report_args([write(tmp_path / "c.json", infos)]))
+    row = next(line for line in text.splitlines() if line.startswith("| lora "))
+    assert "80.00 (1)" in row  # the collapsed seed is not in the mean
+    assert "seed 1: collapsed: predicts class 1 for all dev examples" in text

@@ -4,6 +4,7 @@
     spbench report out.json --compare lora side_lora          the two side by side, B/A and deltas
     spbench report out.json --baseline full_ft --format latex --output table.tex
     spbench report out.json --format terminal --plot pareto.png   (Markdown when stdout is no terminal)
+    spbench report reference/*-best-3seeds.json matrix.json --claims    the team's claims, one verdict each
 
 One table per (backbone, shape, dtype, objective, measured device): the predicted figures of a
 case join its measured ones, but a CPU and a CUDA measurement never share a column, and files
@@ -32,12 +33,16 @@ def add_parser(subparsers: Any) -> None:
                    help="two methods side by side with B/A ratios (and B-A for accuracies)")
     p.add_argument("--baseline", metavar="METHOD", help="every figure also as a percentage of METHOD's")
     p.add_argument("--plot", metavar="PATH.png", help="peak memory vs accuracy (Pareto) and memory breakdown")
+    p.add_argument("--claims", action="store_true",
+                   help="the research team's claims checked against these files (the reference's three-seed "
+                        "studies and a benchmark matrix): Markdown, one row per claim with a verdict")
     p.set_defaults(func=cmd_report)
 
 
 def report_args(files: list[str], **options: Any) -> argparse.Namespace:
     """The arguments of ``spbench report FILES`` with ``options`` (for callers in Python)."""
-    defaults: dict[str, Any] = {"format": "markdown", "output": None, "compare": None, "baseline": None, "plot": None}
+    defaults: dict[str, Any] = {"format": "markdown", "output": None, "compare": None, "baseline": None, "plot": None,
+                                "claims": False}
     return argparse.Namespace(files=files, **{**defaults, **options})
 
 
@@ -52,6 +57,12 @@ def render(args: argparse.Namespace) -> str:
     if args.compare and args.baseline:
         raise InputError("--compare and --baseline are separate views; pass one of them")
     sources, records = load(args.files)
+    if args.claims:
+        if args.compare or args.baseline or args.plot or args.format != "markdown":
+            raise InputError("--claims is its own Markdown view: pass it without --compare, --baseline, --plot, --format")
+        from spbench.reporting.claims import claims_markdown
+
+        return claims_markdown(records, sources)
     rows = merge_over_seeds(records)  # runs repeated over seeds: one row, mean ± std (n)
     if args.plot:
         from spbench.reporting.plot import plot
@@ -66,6 +77,7 @@ def render(args: argparse.Namespace) -> str:
               else tables.overview(sources, rows, args.baseline))
     if not args.compare:
         report.tables += trial_tables(records)  # a sweep's studies: every trial, the best configuration
+    report.title += selection_warning(records)
     if args.format == "markdown":
         return r.markdown(report)
     if args.format == "latex":
@@ -78,6 +90,16 @@ def render(args: argparse.Namespace) -> str:
         return r.markdown(report)
     r.terminal(report)
     return ""
+
+
+def selection_warning(records: list[Any]) -> str:
+    """A title suffix when any accuracy run selected on the split it reports (dev): older
+    results, or ``--select-on dev``. "" when every run selected on its validation split."""
+    on_dev = sum(1 for rec in records if "sst2_accuracy" in rec.result.metrics and rec.result.train_config is not None
+                 and rec.result.train_config.get("select_on", "dev") == "dev"
+                 and (rec.result.train_config.get("eval_every") or (rec.result.notes.get("sweep") or {})))
+    return f" (SELECTED ON DEV: {on_dev} run(s) chose a configuration or checkpoint on the reported split)" \
+        if on_dev else ""
 
 
 def cmd_report(args: argparse.Namespace) -> int:

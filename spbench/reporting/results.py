@@ -149,6 +149,8 @@ class Row:
     best_step: int | None = None
     label: str = ""
     spread: dict[str, tuple[float | None, int]] = field(default_factory=dict)  # over seeds: (std, n) (seeds.py)
+    interval: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95% over dev examples (stats.py)
+    correct: Any = None  # (seeds x dev examples) 0/1 array, for paired comparisons (stats.py)
 
     def __getattr__(self, name: str) -> Any:  # row.method, row.backbone, ...: the case's fields
         if name in CASE_FIELDS:

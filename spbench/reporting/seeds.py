@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
 from spbench.reporting.results import Record, Row, _label, merge_rows
@@ -24,7 +25,7 @@ SPREAD_METRICS = ("sst2_accuracy", "sst2_f1")
 
 # What makes two runs' training setups the same (the seed aside; the schedule and clipping
 # follow from the method, and a failed run may not have recorded them).
-SETUP_KEYS = ("budget", "warmup", "eval_every", "max_len", "group_by_length")
+SETUP_KEYS = ("budget", "warmup", "eval_every", "max_len", "group_by_length", "select_on")
 
 
 def _setup_key(record: Record) -> str | None:
@@ -41,8 +42,20 @@ def _case_key(record: Record) -> str:
                       sort_keys=True, default=str)
 
 
-def fold(group: list[Record]) -> tuple[Record, dict[str, tuple[float | None, int]]]:
-    """One record for a configuration's runs over seeds, and the spread of accuracy and F1."""
+@dataclass
+class Folded:
+    """What folding a configuration's seeds adds to its row: the spread of accuracy and F1, the
+    dev accuracy's interval over examples, the per-example correctness (seeds x examples)."""
+
+    spread: dict[str, tuple[float | None, int]]
+    interval: dict[str, tuple[float, float]]
+    correct: Any = None
+
+
+def fold(group: list[Record]) -> tuple[Record, Folded]:
+    """One record for a configuration's runs over seeds, and what the seeds add (:class:`Folded`)."""
+    from spbench.reporting import stats
+
     first = group[0].result
     ok = [g.result for g in group if g.result.ok]
     keys = [k for k in first.metrics if all(k in r.metrics for r in ok)] if ok else list(first.metrics)
@@ -62,8 +75,12 @@ def fold(group: list[Record]) -> tuple[Record, dict[str, tuple[float | None, int
     result = dataclasses.replace(
         first, metrics=metrics, notes=notes, train_config={**train, "seeds": seeds},
         status="ok" if ok else first.status, reason="" if ok else "; ".join(failed),
-        best_step=first.best_step if len(group) == 1 else None)
-    return Record(group[0].source, group[0].name, result), spread
+        best_step=first.best_step if len(group) == 1 else None, predictions=None)
+    folded = Folded(spread, {})
+    if ok and all(r.predictions for r in ok):
+        folded.correct, _ = stats.correctness([r.predictions for r in ok])  # type: ignore[misc]
+        folded.interval["sst2_accuracy"] = stats.interval(folded.correct)
+    return Record(group[0].source, group[0].name, result), folded
 
 
 def merge_over_seeds(records: list[Record]) -> list[Row]:
@@ -75,15 +92,17 @@ def merge_over_seeds(records: list[Record]) -> list[Row]:
     trained_cases = {_identity(r) for runs in setups.values() for group in runs.values() for r in group}
     rows = merge_rows([r for r in plain if _identity(r) not in trained_cases]) if plain else []
     for setup, by_case in setups.items():
-        folded, spreads = [], {}
+        folded, extras = [], {}
         for group in by_case.values():
-            record, spread = fold(group)
+            record, extra = fold(group)
             folded.append(record)
-            spreads[_identity(record)] = spread
-        cases = set(spreads)
+            extras[_identity(record)] = extra
+        cases = set(extras)
         part = merge_rows(folded + [r for r in plain if _identity(r) in cases])
         for row in part:
-            row.spread = spreads.get(_row_identity(row), {})
+            extra = extras.get(_row_identity(row))
+            if extra is not None:
+                row.spread, row.interval, row.correct = extra.spread, extra.interval, extra.correct
             row.notes["_setup"] = setup
         rows += part
     _label(rows)  # over every row, so a configuration keeps one name across setups
@@ -109,8 +128,13 @@ def _budget(setup: str | None) -> str:
 
 
 def spread_text(row: Row, key: str, divisor: float, decimals: int) -> str:
-    """`` ± std (n)`` for a folded metric (`` (n)`` for a single run), else ""."""
+    """`` ± std (n)`` for a folded metric (`` (n)`` for a single run), then `` [low, high]``, its
+    95% interval over dev examples, where the runs kept their predictions; else ""."""
     if key not in row.spread:
         return ""
     std, n = row.spread[key]
-    return (f" ± {std / divisor:.{decimals}f}" if std is not None else "") + f" ({n})"
+    text = (f" ± {std / divisor:.{decimals}f}" if std is not None else "") + f" ({n})"
+    if key in row.interval:
+        low, high = row.interval[key]
+        text += f" [{low / divisor:.{decimals}f}, {high / divisor:.{decimals}f}]"
+    return text

@@ -143,7 +143,8 @@ def _training_notes(rows: list[Row]) -> list[str]:
         out.append(f"training{who}: {text}")
     best = [f"{row.label} at step {row.best_step}" for row in rows if row.best_step is not None]
     if best:
-        out.append("best checkpoint (by dev accuracy) restored: " + ", ".join(best))
+        on = {(row.train_config or {}).get("select_on", "dev") for row in rows if row.best_step is not None}
+        out.append(f"best checkpoint (by {' / '.join(sorted(on))} accuracy) restored: " + ", ".join(best))
     for row in rows:
         for i, stage in enumerate(row.stages or (), 1):
             figures = ", ".join(f"{METRICS[k].label} {_with_unit(METRICS[k], v)}"
@@ -237,7 +238,23 @@ def compare_table(title: str, a: Row, b: Row) -> Table:
             line.append(f"{(vb - va) * 100:+.2f} pp" if metric.unit == "ratio" and None not in (va, vb) else "")
         cells.append(line)
     align = ["left", "right", "right", "right"] + (["right"] if with_delta else [])
-    return Table(title, headers, cells, align, _notes([a, b]))
+    return Table(title, headers, cells, align, paired_notes(a, b) + _notes([a, b]))
+
+
+def paired_notes(a: Row, b: Row) -> list[str]:
+    """The paired comparison of two rows' dev accuracy on the same examples (stats.py), or why not."""
+    from spbench.reporting import stats
+
+    if a.correct is None or b.correct is None:
+        if "sst2_accuracy" in a.metrics and "sst2_accuracy" in b.metrics:
+            return ["no paired comparison: these runs did not keep their dev predictions"]
+        return []
+    try:
+        result = stats.paired(a.correct, b.correct)
+    except InputError as exc:
+        return [f"no paired comparison: {exc}"]
+    return [f"{BOLD_ON}paired dev accuracy {b.label} - {a.label}{BOLD_OFF}: {result.text(a.label, b.label)} "
+            f"({result.examples} sentences, {result.seeds[0]} vs {result.seeds[1]} seeds)", stats.METHOD_NOTE]
 
 
 LEGEND = (f"{DOWN} lower is better, {UP} higher is better; the best value of each column is in bold. "
