@@ -134,7 +134,7 @@ def two_workers_one_killed(tiny: dict[str, str], out: Path, storage: str, study:
     assert len(runs) == 6 and {r["train_config"]["seed"] for r in runs} == {0, 1}
     assert {r["method_config"]["lr"] for r in runs} == {1e-3, 2e-3, 3e-3}
     assert all(r["train_steps"] == 300 and r["train_config"]["group_by_length"] for r in runs)
-    assert "best: lora (lr=" in stdout and "(2)" in stdout  # mean ± std over 2 seeds
+    assert "best on validation: lora (lr=" in stdout and "(2)" in stdout  # mean ± std over 2 seeds
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["worker-0.log", "worker-1.log"]
     for log in (out / "logs").iterdir():  # each worker a share of the two threads, not both
         assert "torch threads 1\n" in log.read_text()
@@ -186,12 +186,50 @@ def test_two_workers_one_killed_against_postgresql(tiny: dict[str, str], tmp_pat
     assert not (tmp_path / "sweep.journal").exists()
 
 
+def pruned_sweep(tiny: dict[str, str], out: Path, storage: str, study: str, *extra: str) -> None:
+    """A pruned search in two runs of one study: two learning rates that learn the tiny task,
+    then four more that do not, with two workers. Every configuration is trained once; the weak
+    ones stop at a cheaper rung (status "pruned", a result saying where), the two good ones
+    reach the full budget; the report gives the cost against a plain grid."""
+    base = ("--method", "full_ft", "--budget", "steps=192", "--pruner", "halving")
+    for grid in ("lr=3e-3,1e-2", "lr=1e-7,1e-6,1e-5,3e-5,3e-3,1e-2"):
+        proc = subprocess.run(command(tiny, out, *base, "--grid", grid, "--workers", "2", *extra, study=study),
+                              capture_output=True, text=True, timeout=TIMEOUT_S, env={**_env(), "OMP_NUM_THREADS": "2"})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    done = load(storage, study)
+    assert_each_once(done, units=6)
+    trained = [t for t in done.trials if "spbench_result" in t.user_attrs]
+    pruned = [t for t in trained if t.state.name == "PRUNED"]
+    complete = [t for t in trained if t.state.name == "COMPLETE"]
+    assert pruned and len(complete) >= 2, [(t.params, t.state.name, t.intermediate_values) for t in trained]
+    for t in pruned:
+        info = t.user_attrs["spbench_result"]
+        assert info["status"] == "pruned" and "pruned at" in info["reason"] and info["train_steps"] < 192
+        assert "sst2_accuracy" not in info and "val_accuracy" in info  # dev is scored only at the end
+    for t in complete:
+        assert t.user_attrs["spbench_result"]["train_steps"] == 192 and sorted(t.intermediate_values) == [1, 2, 4, 8]
+    report = subprocess.run([sys.executable, "-m", "spbench.cli", "report", str(out / f"{study}.json")],
+                            capture_output=True, text=True, timeout=TIMEOUT_S, env=_env())
+    assert report.returncode == 0 and "pruned search:" in report.stdout and "% of it)" in report.stdout, report.stderr
+
+
+def test_pruned_search_with_two_workers_on_the_journal(tiny: dict[str, str], tmp_path: Path) -> None:
+    pruned_sweep(tiny, tmp_path, str(tmp_path / "sweep.journal"), "p")
+
+
+def test_pruned_search_with_two_workers_on_postgresql(tiny: dict[str, str], tmp_path: Path) -> None:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"needs a PostgreSQL server: set {POSTGRES_ENV} (.ci/run starts one)")
+    pruned_sweep(tiny, tmp_path, url, f"p-{uuid.uuid4().hex[:8]}", "--storage", url)
+
+
 def test_pareto_sweep_with_nsga2_starts_from_the_defaults_and_reports_the_front(
         tiny: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from spbench.cli import main
 
     code = main(command(tiny, tmp_path, "--space", "lr", "--space", "r", "--trials", "3", "--pareto",
-                        "--budget", "steps=2")[3:])
+                        "--budget", "steps=400")[3:])  # long enough not to end on one class
     out = capsys.readouterr().out
     assert code == 0 and "nsga2 over lr: " in out and "Pareto front (predicted peak ↓, accuracy ↑): lora (" in out
     study = load(str(tmp_path / "sweep.journal"))

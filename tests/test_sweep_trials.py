@@ -31,13 +31,17 @@ def setup(**kw: Any) -> Setup:
     return Setup("lora", "minilm-l6", 32, 64, params, **kw)
 
 
-def add(study: Any, state: TrialState, lr: float, seed: int, accuracy: float | None = None, **attrs: Any) -> int:
+def add(study: Any, state: TrialState, lr: float, seed: int, accuracy: float | None = None,
+        dev: float | None = None, status: str = "ok", **attrs: Any) -> int:
+    """A trial of ``lr`` and ``seed``; with ``accuracy`` (validation) a result whose dev accuracy is
+    ``dev`` (default: the same)."""
     user = {ATTR_SEED: seed, ATTR_CONFIG: f"c{lr}", ATTR_UNIT: f"c{lr}/seed={seed}", **attrs}
     if accuracy is not None:
+        dev = accuracy if dev is None else dev
         user[ATTR_RESULT] = {"method": "lora", "method_config": {"lr": lr}, "backbone": "minilm-l6",
                              "batch_size": 32, "seq_len": 64, "objective": "classification", "dtype": "float32",
-                             "device": "cpu", "sst2_accuracy": accuracy, "sst2_f1": accuracy,
-                             "train_config": {"budget": "steps=1", "seed": seed},
+                             "device": "cpu", "status": status, "val_accuracy": accuracy, "sst2_accuracy": dev,
+                             "sst2_f1": dev, "train_config": {"budget": "steps=1", "seed": seed},
                              "sweep": {"params": {"lr": lr}, "seed": seed, "trial": len(study.trials)}}
     values = [accuracy] if state == TrialState.COMPLETE else None
     study.add_trial(create_trial(state=state, params={"lr": lr}, distributions={"lr": LR}, values=values,
@@ -81,6 +85,42 @@ def test_best_from_takes_the_best_mean_over_seeds_of_a_finished_study() -> None:
         best_params(study)
 
 
+def test_best_from_selects_on_validation_never_on_dev_without_the_flag() -> None:
+    """Validation and dev pick different configurations: --best-from takes validation's; dev's
+    only with select_on="dev". Results without a validation accuracy (older studies) are refused."""
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("spbench_setup", {"units": 2})
+    add(study, TrialState.COMPLETE, 1e-3, 0, 0.90, dev=0.80)
+    add(study, TrialState.COMPLETE, 3e-3, 0, 0.85, dev=0.88)
+    assert best_params(study) == {"lr": 1e-3}
+    assert best_params(study, "dev") == {"lr": 3e-3}
+    old = optuna.create_study(direction="maximize")
+    old.set_user_attr("spbench_setup", {"units": 1})
+    add(old, TrialState.COMPLETE, 1e-3, 0, 0.9)
+    legacy = optuna.create_study(direction="maximize")
+    legacy.set_user_attr("spbench_setup", {"units": 1})
+    info = {**old.trials[0].user_attrs[ATTR_RESULT]}
+    info.pop("val_accuracy")
+    legacy.add_trial(create_trial(state=TrialState.COMPLETE, params={"lr": 1e-3}, distributions={"lr": LR},
+                                  values=[0.9], user_attrs={**old.trials[0].user_attrs, ATTR_RESULT: info}))
+    with pytest.raises(InputError, match="no validation accuracy"):
+        best_params(legacy)
+    assert best_params(legacy, "dev") == {"lr": 1e-3}
+
+
+def test_a_pruned_trial_is_a_finished_data_point_never_the_best() -> None:
+    """A trial pruned after training (it carries a result) finishes its unit, unlike a duplicate
+    pruned before training; --best-from never takes a configuration that did not reach the end."""
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("spbench_setup", {"units": 2})
+    add(study, TrialState.PRUNED, 1e-3, 0, 0.95, status="pruned")  # best so far, but stopped early
+    add(study, TrialState.COMPLETE, 3e-3, 0, 0.80)
+    now = plan(study, setup())
+    assert (now.done, now.waiting, now.new_configs) == (2, 0, 0)
+    assert finished_holder(study, "c0.001/seed=0", 99) == 0
+    assert best_params(study) == {"lr": 3e-3}
+
+
 def test_dead_workers_are_told_from_live_ones() -> None:
     me = worker_id()
     assert worker_alive(me) is True and worker_alive("elsewhere:1:1") is None
@@ -99,3 +139,27 @@ def test_dead_workers_are_told_from_live_ones() -> None:
     assert not _dead(trials[2], now)  # no owner of its own yet: alive until it is long silent
     assert _dead(trials[2], now + timedelta(hours=1))
     assert os.getpid() == int(me.split(":")[1])
+
+
+def test_the_pruner_keeps_the_two_best_of_every_rung() -> None:
+    """Successive halving alone stops a trial that does not beat every earlier one at a rung;
+    wrapped, the second best of the rung goes on, the third is stopped."""
+    from spbench.sweep.pruning import make_pruner
+
+    def verdicts(pruner: Any, values: list[float]) -> list[bool]:
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        out = []
+        for value in values:
+            trial = study.ask()
+            trial.report(value, 1)
+            out.append(trial.should_prune())
+            study.tell(trial, state=TrialState.PRUNED) if out[-1] else study.tell(trial, value)
+        return out
+
+    values = [0.90, 0.80, 0.85, 0.70]
+    assert verdicts(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2), values) == \
+        [False, True, True, True]  # after the first, only a new best goes on
+    assert verdicts(make_pruner(setup(pruner="halving")), values) == [False, False, False, True]
+    assert make_pruner(setup()).__class__.__name__ == "NopPruner"
+    with pytest.raises(InputError, match="one seed"):
+        setup(pruner="halving", seeds=(0, 1))

@@ -67,6 +67,9 @@ class Configuration:
     stats: dict[str, Stat] = field(default_factory=dict)
     predicted_peak: float | None = None
     trials: list[int] = field(default_factory=list)
+    interval: tuple[float, float] | None = None  # dev accuracy, 95% over dev examples (stats.py)
+    correct: Any = None  # (seeds x dev examples) 0/1, for paired comparisons
+    select: str = "val_accuracy"  # what ``selection`` ranks by
 
     @property
     def label(self) -> str:
@@ -75,7 +78,15 @@ class Configuration:
 
     @property
     def accuracy(self) -> float:
+        """Mean dev accuracy (the reported split)."""
         stat = self.stats.get("sst2_accuracy")
+        return stat.mean if stat else float("-inf")
+
+    @property
+    def selection(self) -> float:
+        """What configurations are ranked by: mean validation accuracy (dev's only for results
+        that have none, and then every report says it selected on dev)."""
+        stat = self.stats.get(self.select) or self.stats.get("sst2_accuracy")
         return stat.mean if stat else float("-inf")
 
 
@@ -83,8 +94,12 @@ def _short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def configurations(infos: Iterable[dict[str, Any]]) -> list[Configuration]:
-    """Training-run records (and predicted ones, joined by case) -> configurations, best first."""
+def configurations(infos: Iterable[dict[str, Any]], select: str = "val_accuracy") -> list[Configuration]:
+    """Training-run records (and predicted ones, joined by case) -> configurations, best first
+    by ``select`` (validation accuracy; see :attr:`Configuration.selection`)."""
+    from spbench.errors import InputError
+    from spbench.reporting import stats
+
     runs: dict[str, list[dict[str, Any]]] = {}
     predicted: dict[str, float] = {}
     for info in infos:
@@ -99,18 +114,24 @@ def configurations(infos: Iterable[dict[str, Any]]) -> list[Configuration]:
         sweep = first.get("sweep") or {}
         conf = Configuration(first["method"], first.get("method_config") or {}, dict(sweep.get("params") or {}),
                              {k: v for k, v in first["train_config"].items() if k != "seed"},
-                             predicted_peak=predicted.get(_case_of(first)))
+                             predicted_peak=predicted.get(_case_of(first)), select=select)
         ok = [i for i in group if i.get("status", "ok") == "ok" and "sst2_accuracy" in i]
         conf.seeds = sorted(s for s in (seed_of(i) for i in ok) if s is not None)
         conf.failed = [f"seed {seed_of(i)}: {i.get('reason', 'no accuracy')}" for i in group if i not in ok]
         conf.trials = sorted(i["sweep"]["trial"] for i in group if "trial" in (i.get("sweep") or {}))
-        for key in ("sst2_accuracy", "sst2_f1", "train_time_s", "peak_bytes"):
+        for key in ("sst2_accuracy", "sst2_f1", "val_accuracy", "train_time_s", "peak_bytes"):
             values = [float(i[key]) for i in ok if key in i]
             if values:
                 conf.stats[key] = Stat.of(values)
+        if ok and all(i.get("predictions") for i in ok):
+            try:
+                conf.correct, _ = stats.correctness([i["predictions"] for i in ok])
+                conf.interval = stats.interval(conf.correct)
+            except InputError:  # seeds scored different dev sets: no interval rather than a wrong one
+                pass
         out.append(conf)
     _name_params(out)
-    return sorted(out, key=lambda c: (-c.accuracy, -len(c.seeds)))
+    return sorted(out, key=lambda c: (-c.selection, -c.accuracy, -len(c.seeds)))
 
 
 def _name_params(configs: list[Configuration]) -> None:
@@ -139,25 +160,41 @@ def configuration_rows(configs: list[Configuration]) -> tuple[list[str], list[li
     """Headers and rows of the configuration table (accuracy and F1 in %, as mean ± std (n))."""
     from spbench.units import format_bytes
 
-    headers = ["configuration", "dev accuracy [%] ↑", "dev F1 [%] ↑", "train time [s]", "predicted peak", "failed"]
+    headers = ["configuration", "validation accuracy [%] ↑", "dev accuracy [%] ↑", "dev 95% interval [%]",
+               "dev F1 [%] ↑", "train time [s]", "predicted peak", "failed"]
     rows = []
     for c in configs:
-        acc, f1, t = (c.stats.get(k) for k in ("sst2_accuracy", "sst2_f1", "train_time_s"))
-        rows.append([c.label, acc.text(100) if acc else "—", f1.text(100) if f1 else "—",
-                     f"{t.mean:.0f}" if t else "—",
+        acc, f1, t, val = (c.stats.get(k) for k in ("sst2_accuracy", "sst2_f1", "train_time_s", "val_accuracy"))
+        rows.append([c.label, val.text(100) if val else "—", acc.text(100) if acc else "—",
+                     f"[{c.interval[0] * 100:.2f}, {c.interval[1] * 100:.2f}]" if c.interval else "—",
+                     f1.text(100) if f1 else "—", f"{t.mean:.0f}" if t else "—",
                      format_bytes(int(c.predicted_peak)) if c.predicted_peak is not None else "—",
                      str(len(c.failed)) if c.failed else ""])
     return headers, rows
 
 
 def best_line(configs: list[Configuration]) -> str:
+    """The best configuration (by validation accuracy), its dev accuracy with its interval, and
+    how it compares, paired on dev, with the runner-up."""
+    from spbench.errors import InputError
+    from spbench.reporting import stats
+
     scored = [c for c in configs if "sst2_accuracy" in c.stats]
     if not scored:
         return "best: none (no run finished with an accuracy)"
     best = scored[0]
+    on = "validation" if best.select in best.stats else "DEV (the reported split)"
     hp = ", ".join(f"{k}={_short(v)}" for k, v in sorted(best.method_config.items()))
-    return (f"best: {best.label}: accuracy {best.stats['sst2_accuracy'].text(100)} %, "
+    ci = f" [{best.interval[0] * 100:.2f}, {best.interval[1] * 100:.2f}]" if best.interval else ""
+    line = (f"best on {on}: {best.label}: dev accuracy {best.stats['sst2_accuracy'].text(100)}{ci} %, "
             f"seeds {','.join(map(str, best.seeds))}; hyperparameters: {hp}")
+    if len(scored) > 1 and best.correct is not None and scored[1].correct is not None:
+        try:
+            pair = stats.paired(scored[1].correct, best.correct)
+            line += f"; vs the runner-up {scored[1].label}, paired on dev: {pair.text(scored[1].label, best.label)}"
+        except InputError:  # different dev sets: no paired line
+            pass
+    return line
 
 
 def format_configurations(configs: list[Configuration], pareto: bool = False) -> str:
@@ -194,13 +231,15 @@ def trial_tables(records: list[Any]) -> list[Any]:
     for study, infos in studies.items():
         infos.sort(key=lambda i: i["sweep"].get("trial", 0))
         names = list(dict.fromkeys(k for i in infos for k in i["sweep"].get("params", {})))
-        headers = ["trial", *names, "seed", "status", "dev accuracy [%] ↑", "dev F1 [%] ↑", "train time [s]"]
+        headers = ["trial", *names, "seed", "status", "trained examples", "validation accuracy [%] ↑",
+                   "dev accuracy [%] ↑", "dev F1 [%] ↑", "train time [s]"]
         rows = []
         for i in infos:
             params = i["sweep"].get("params", {})
             rows.append([str(i["sweep"].get("trial", "")), *(_short(params[n]) if n in params else NONE for n in names),
                          str(i["sweep"].get("seed", "")), i.get("status", "ok"),
-                         *(f"{i[k] * 100:.2f}" if k in i else NONE for k in ("sst2_accuracy", "sst2_f1")),
+                         f"{i['train_examples']:,}" if "train_examples" in i else NONE,
+                         *(f"{i[k] * 100:.2f}" if k in i else NONE for k in ("val_accuracy", "sst2_accuracy", "sst2_f1")),
                          f"{i['train_time_s']:.0f}" if "train_time_s" in i else NONE])
         configs = configurations(infos + predicted)
         notes = [best_line(configs)]
@@ -208,7 +247,27 @@ def trial_tables(records: list[Any]) -> list[Any]:
         if len([c for c in configs if c.predicted_peak is not None]) > 1:
             notes.append("Pareto front (predicted CUDA peak ↓, accuracy ↑): "
                          + "; ".join(f"{c.label}: {c.stats['sst2_accuracy'].text(100)} %" for c in front))
-        notes += [f"trial {i['sweep'].get('trial')} failed: {i.get('reason', '')}" for i in infos if i.get("status", "ok") != "ok"]
+        notes += [f"trial {i['sweep'].get('trial')} {'failed' if i.get('status') == 'failed' else i.get('status')}: "
+                  f"{i.get('reason', '')}" for i in infos if i.get("status", "ok") != "ok"]
+        cost = pruning_cost(infos)
+        if cost:
+            notes.append(cost)
         tables.append(Table(f"study {study}: trials", headers, rows, ["right"] * (1 + len(names)) + ["right", "left"]
-                            + ["right"] * 3, notes))
+                            + ["right"] * 5, notes))
     return tables
+
+
+def pruning_cost(infos: list[dict[str, Any]]) -> str:
+    """What a pruned search trained against a plain grid of the same configurations at the full
+    budget (the examples of a run that finished it), or "" when no trial was pruned."""
+    if not any(i.get("status") == "pruned" for i in infos):
+        return ""
+    full = max((i["train_examples"] for i in infos if i.get("status") in ("ok", "collapsed") and "train_examples" in i),
+               default=None)
+    spent = sum(int(i.get("train_examples", 0)) for i in infos)
+    configs = len({json.dumps(i["sweep"].get("params"), sort_keys=True, default=str) for i in infos})
+    if not full:
+        return f"pruned search: {spent:,} training examples over {configs} configurations (none reached the full budget)"
+    grid = full * configs
+    return (f"pruned search: {spent:,} training examples over {configs} configurations; a plain grid of them at the "
+            f"full budget: {configs} x {full:,} = {grid:,} ({spent / grid * 100:.0f}% of it)")

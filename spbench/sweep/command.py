@@ -5,6 +5,7 @@
     spbench sweep --method lora --sampler tpe --trials 20 --space lr=1e-5:1e-3:log --space r
     spbench sweep --method klst --grid k --grid lr --pareto              # accuracy vs predicted peak
     spbench sweep --method lora --grid lr --storage postgresql://user@host/db   # on every machine
+    spbench sweep --method lora --grid lr --budget epochs=1 --pruner halving     # chosen at the full budget
     spbench sweep --method lora --best-from STUDY --seeds 0,1,2 --budget epochs=1  # repeat the best
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 from spbench.errors import InputError
 from spbench.sweep import interrupt
-from spbench.sweep.setup import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY, SAMPLERS, Setup, _text
+from spbench.sweep.setup import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY, PRUNERS, SAMPLERS, Setup, _text
 
 EXIT_INTERRUPTED = 130
 DESCRIPTION = """\
@@ -37,6 +38,13 @@ what to search instead (KEY alone: its declared space). Specs: LOW:HIGH, LOW:HIG
 xA:xB[:log] (relative to the default), V1,V2,... (choices). Samplers: grid (exhaustive; a
 log range gives two points per decade), tpe (--trials N configurations), nsga2 (--pareto).
 --pareto optimises dev accuracy (up) and predicted CUDA peak memory (down) and prints the front.
+
+Selection and report: a validation split (872 sentences carved from SST-2 train, stratified and
+seeded, never trained on) is what trials, --eval-every and --best-from select on; dev is scored
+once per finished trial and reported with its per-example predictions (intervals and paired
+comparisons in `spbench report`). --select-on dev selects on the reported split instead, and
+every report says so. --pruner halving stops weak trials at 1/8, 1/4 or 1/2 of the budget, so
+a configuration is chosen at the full budget for a fraction of a full grid's cost.
 
 Storage and resuming: the default is an Optuna journal file OUT/sweep.journal. Run the same
 command again after Ctrl-C, a crash or a reboot: finished trials never run again (every trial
@@ -76,11 +84,19 @@ def add_parser(sub: Any) -> None:
                         "must be finished), e.g. to repeat the best learning rate with --seeds on a longer budget")
     g.add_argument("--seeds", default="0", help="comma-separated training seeds, each configuration once per seed")
     g.add_argument("--pareto", action="store_true", help="two objectives: accuracy and predicted CUDA peak")
+    g.add_argument("--pruner", choices=PRUNERS, default="none",
+                   help="multi-fidelity search: each trial scores validation at 1/8, 1/4, 1/2 and all of the "
+                        "budget and Optuna's pruner (successive halving, or hyperband) stops the weak ones; the "
+                        "best two of every rung reach the full budget (default: %(default)s)")
+    g.add_argument("--select-on", choices=("validation", "dev"), default="validation",
+                   help="what trials, --eval-every and --best-from select on: the validation split carved from "
+                        "SST-2 train (default), or dev, the reported split (every report then says so)")
     g = p.add_argument_group("training (as spbench.train.run_accuracy)")
     g.add_argument("--budget", default=None, help="examples=N | steps=N | epochs=X (default: examples=8000)")
     g.add_argument("--warmup", type=float, default=None, help="share of warmup steps (default: 0.06)")
     g.add_argument("--clip", type=float, default=None, help="max gradient norm, 0 for none (default: 1.0)")
-    g.add_argument("--eval-every", type=int, default=0, help="score dev every N steps and keep the best")
+    g.add_argument("--eval-every", type=int, default=0,
+                   help="score the selection split every N steps and keep the best checkpoint")
     g.add_argument("--no-group-by-length", action="store_true", help="plain shuffled batches (more padding)")
     g = p.add_argument_group("storage and workers")
     g.add_argument("--out", default="out/sweep", help="output folder: journal, results, logs (default: %(default)s)")
@@ -126,7 +142,7 @@ def setup_from(args: argparse.Namespace) -> Setup:
         overrides=overrides, sampler=sampler, trials=args.trials, pareto=args.pareto,
         warmup=DEFAULT_WARMUP if args.warmup is None else args.warmup,
         clip=DEFAULT_CLIP if args.clip is None else (args.clip or None), eval_every=args.eval_every,
-        group_by_length=not args.no_group_by_length, study=args.study,
+        group_by_length=not args.no_group_by_length, select_on=args.select_on, pruner=args.pruner, study=args.study,
         max_retry=args.max_retry, sst2_dir=args.sst2_dir)
 
 
@@ -157,7 +173,7 @@ def best_from(args: argparse.Namespace) -> dict[str, Any]:
     except KeyError:
         names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
         raise InputError(f"--best-from {args.best_from!r}: no such study in this storage (it has: {names})") from None
-    best = best_params(study)
+    best = best_params(study, args.select_on)
     print(f"best of {args.best_from}: {', '.join(f'{k}={_text(v)}' for k, v in best.items())}")
     return best
 

@@ -23,6 +23,7 @@ from spbench.train import DEFAULT_CLIP, DEFAULT_CPU_BUDGET, DEFAULT_WARMUP
 
 JOURNAL_NAME = "sweep.journal"
 SAMPLERS = ("auto", "grid", "tpe", "nsga2")
+PRUNERS = ("none", "halving", "hyperband")  # spbench.sweep.pruning
 DEFAULT_HEARTBEAT_S = 60
 DEFAULT_MAX_RETRY = 3
 
@@ -49,6 +50,8 @@ class Setup:
     clip: float | None = DEFAULT_CLIP
     eval_every: int = 0
     group_by_length: bool = True
+    select_on: str = "validation"  # "dev" only when asked for (--select-on dev)
+    pruner: str = "none"  # none | halving | hyperband (multi-fidelity: weak trials stop early)
     study: str = ""  # empty: derived (``study_name``)
     max_retry: int = DEFAULT_MAX_RETRY
     sst2_dir: str | None = field(default=None, compare=False)
@@ -60,6 +63,15 @@ class Setup:
             raise InputError(f"the {self.sampler} sampler needs --trials N (how many configurations to try)")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise InputError(f"--seeds must list distinct seeds, not {self.seeds}")
+        if self.select_on not in ("validation", "dev"):
+            raise InputError(f"--select-on {self.select_on!r}: choose validation or dev")
+        if self.pruner not in PRUNERS:
+            raise InputError(f"--pruner {self.pruner!r}: choose {', '.join(PRUNERS)}")
+        if self.pruner != "none" and self.pareto:
+            raise InputError("--pruner stops trials on one objective; it does not combine with --pareto")
+        if self.pruner != "none" and len(self.seeds) > 1:
+            raise InputError("a pruned search selects a configuration with one seed; repeat the best one "
+                             "with --best-from STUDY --seeds 0,1,2")
 
     @property
     def configs(self) -> int:
@@ -73,7 +85,7 @@ class Setup:
     def train_config(self) -> dict[str, Any]:
         """The training setup every trial shares (the seed is per trial)."""
         return {"budget": self.budget, "warmup": self.warmup, "clip": self.clip, "eval_every": self.eval_every,
-                "group_by_length": self.group_by_length}
+                "group_by_length": self.group_by_length, "select_on": self.select_on}
 
     def case(self, params: dict[str, Any]) -> Any:
         """The spbench Case of one configuration: ``--set`` plus the trial's parameters."""
@@ -97,6 +109,8 @@ class Setup:
         parts.append(self.budget.replace("=", ""))
         if self.pareto:
             parts.append("pareto")
+        if self.pruner != "none":
+            parts.append(f"pruned-{self.pruner}")
         rest = {k: v for k, v in self.train_config().items() if k != "budget"}
         if rest != _default_rest():  # a non-default training setup gets its own study
             parts.append(digest(rest)[:8])
@@ -108,6 +122,7 @@ class Setup:
                 "seq_len": self.seq_len, "objective": self.objective, "dtype": self.dtype,
                 "set": dict(self.overrides), "train_config": self.train_config(), "seeds": list(self.seeds),
                 "sampler": self.sampler, "trials": self.trials, "pareto": self.pareto, "units": self.units,
+                "pruner": self.pruner, "select_on": self.select_on,
                 "space": {p.name: {"space": p.describe(), "grid": list(p.grid)} for p in self.params}}
 
 
@@ -115,7 +130,7 @@ def _default_rest() -> dict[str, Any]:
     import dataclasses
 
     defaults = {f.name: f.default for f in dataclasses.fields(Setup)}
-    return {k: defaults[k] for k in ("warmup", "clip", "eval_every", "group_by_length")}
+    return {k: defaults[k] for k in ("warmup", "clip", "eval_every", "group_by_length", "select_on")}
 
 
 def _text(value: Any) -> str:
@@ -207,9 +222,11 @@ def open_study(setup: Setup, storage: Any) -> Any:
     """Create or load the study; refuse one that optimises other objectives."""
     import optuna
 
+    from spbench.sweep.pruning import make_pruner
+
     directions = ["maximize", "minimize"] if setup.pareto else ["maximize"]
     study = optuna.create_study(study_name=setup.study_name, storage=storage, sampler=make_sampler(setup),
-                                directions=directions, load_if_exists=True)
+                                pruner=make_pruner(setup), directions=directions, load_if_exists=True)
     have = [d.name.lower() for d in study.directions]
     if have != directions:
         raise InputError(f"study {setup.study_name!r} optimises {', '.join(have)}, not {', '.join(directions)}; "

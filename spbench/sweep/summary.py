@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from spbench.sweep.setup import Setup
-from spbench.sweep.trials import ATTR_PREDICTED, ATTR_RESULT, Plan, plan
+from spbench.sweep.trials import ATTR_PREDICTED, ATTR_RESULT, Plan, plan, selection_key
 
 
 def header(setup: Setup, storage: str, now: Plan) -> None:
@@ -26,7 +26,7 @@ def header(setup: Setup, storage: str, now: Plan) -> None:
 
 def footer(study: Any, setup: Setup, path: Path) -> None:
     """Write the result document, then print the configurations (best first) or the front."""
-    from spbench.reporting.sweep import configurations, format_configurations
+    from spbench.reporting.sweep import configurations, format_configurations, pruning_cost
     from spbench.sweep.document import write
 
     trials = study.get_trials(deepcopy=False)
@@ -35,9 +35,13 @@ def footer(study: Any, setup: Setup, path: Path) -> None:
         print("no finished trial yet: nothing written")
         return
     write(study, setup, path)
-    configs = configurations(infos + [t.user_attrs[ATTR_PREDICTED] for t in trials if t.user_attrs.get(ATTR_PREDICTED)])
+    configs = configurations(infos + [t.user_attrs[ATTR_PREDICTED] for t in trials if t.user_attrs.get(ATTR_PREDICTED)],
+                             select=selection_key(setup))
     print()
     print(format_configurations(configs, pareto=setup.pareto))
+    cost = pruning_cost(infos)
+    if cost:
+        print(cost)
     print(f"\nresults: {path}  (spbench report {path})")
 
 
@@ -77,8 +81,13 @@ class Progress:
             self.seen.add(t.number)
             note = info.get("sweep", {})
             params = ", ".join(f"{k}={v}" for k, v in note.get("params", {}).items())
-            score = (f"accuracy {info['sst2_accuracy'] * 100:.2f}%" if "sst2_accuracy" in info
-                     else f"failed: {info.get('reason', '')}")
+            if "sst2_accuracy" in info:
+                score = (f"validation {info.get('val_accuracy', float('nan')) * 100:.2f}%, "
+                         f"dev {info['sst2_accuracy'] * 100:.2f}%" + (f" ({info['status']})" if info.get("status") != "ok" else ""))
+            elif info.get("status") == "pruned":
+                score = info.get("reason", "pruned")
+            else:
+                score = f"failed: {info.get('reason', '')}"
             self.log(f"trial {t.number}: {params}, seed {note.get('seed')}: {score}")
         self._bar.update(self.task, completed=now.done + now.failed,
                          state=f"{now.running} running, {now.waiting} queued, {now.failed} failed")

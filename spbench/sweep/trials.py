@@ -130,18 +130,23 @@ class Objective:
                 predicted = self.predicted(case, config)
             trial.set_user_attr(ATTR_PREDICTED, predicted)
             with interruptible():
-                info = self._train(case, seed, note)
+                info = self._train(case, seed, note, trial)
         else:
             predicted, info = {}, failure_info(case, error, note, setup)
         trial.set_user_attr(ATTR_RESULT, info)
-        accuracy = info.get("sst2_accuracy")
+        status = info.get("status", "ok")
+        if status == "pruned":  # a data point: where it stopped, and its validation accuracy there
+            self.log(f"trial {trial.number}: {label}, seed {seed}: {info.get('reason')}")
+            raise optuna.TrialPruned(info.get("reason", ""))
+        score = info.get(selection_key(setup))
         peak = predicted.get("predicted_cuda_peak_bytes")
-        if info.get("status", "ok") != "ok" or accuracy is None or (setup.pareto and peak is None):
+        if status not in ("ok", "collapsed") or score is None or (setup.pareto and peak is None):
             self.log(f"trial {trial.number}: failed: {info.get('reason', 'no accuracy')}")
             return (math.nan, math.nan) if setup.pareto else math.nan  # Optuna marks the trial failed
-        self.log(f"trial {trial.number}: {label}, seed {seed}: accuracy {accuracy * 100:.2f}% "
-                 f"(train {info.get('train_time_s', 0):.0f} s)")
-        return (accuracy, float(peak)) if setup.pareto else accuracy
+        flag = f" ({info.get('reason')})" if status != "ok" else ""
+        self.log(f"trial {trial.number}: {label}, seed {seed}: {setup.select_on} accuracy {score * 100:.2f}%, "
+                 f"dev {info.get('sst2_accuracy', math.nan) * 100:.2f}%{flag} (train {info.get('train_time_s', 0):.0f} s)")
+        return (score, float(peak)) if setup.pareto else score
 
     def predicted(self, case: Any, config: str) -> dict[str, Any]:
         """The deterministic predicted figures of a configuration (one record, computed once)."""
@@ -157,18 +162,35 @@ class Objective:
                 self._predicted[config] = {}
         return self._predicted[config]
 
-    def _train(self, case: Any, seed: int, note: dict[str, Any]) -> dict[str, Any]:
+    def _train(self, case: Any, seed: int, note: dict[str, Any], trial: Any) -> dict[str, Any]:
+        from spbench.sweep.pruning import RUNGS
         from spbench.train import Budget, run_accuracy
 
         setup = self.setup
+        rungs = {k / RUNGS[-1]: k for k in RUNGS} if setup.pruner != "none" else {}
+
+        def report(fraction: float, scores: dict[str, float]) -> str:
+            """Tell Optuna the validation accuracy at this rung; its pruner answers."""
+            trial.report(scores["accuracy"], rungs[fraction])
+            if trial.should_prune():
+                return (f"pruned at {fraction:g} of the budget ({setup.select_on} accuracy "
+                        f"{scores['accuracy'] * 100:.2f}%)")
+            return ""
+
         try:
             result, _ = run_accuracy(case, Budget.parse(setup.budget), setup.sst2_dir, seed=seed,
                                      warmup=setup.warmup, clip=setup.clip, eval_every=setup.eval_every,
-                                     progress=self.progress, group_by_length=setup.group_by_length)
+                                     progress=self.progress, group_by_length=setup.group_by_length,
+                                     select_on=setup.select_on, report_at=tuple(rungs), on_report=report)
         except Exception as exc:  # a failed run is a data point (STYLE: never a crash of the sweep)
             return failure_info(case, exc, note, setup)
         result.notes["sweep"] = note
         return result.to_extra_info()
+
+
+def selection_key(setup: Setup) -> str:
+    """The metric a sweep selects on: validation accuracy, or dev's with ``--select-on dev``."""
+    return "val_accuracy" if setup.select_on == "validation" else "sst2_accuracy"
 
 
 def failure_info(case: Any, exc: BaseException, note: dict[str, Any], setup: Setup) -> dict[str, Any]:
@@ -192,7 +214,7 @@ def finished_holder(study: Any, unit: str, number: int) -> int | None:
     """A trial that finished ``unit`` (completed, or failed as a data point)."""
     from optuna.trial import TrialState
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)):
         if t.number != number and t.user_attrs.get(ATTR_UNIT) == unit and (
                 t.state == TrialState.COMPLETE or own_result(t) is not None):
             return t.number
@@ -281,10 +303,10 @@ def plan(study: Any, setup: Setup, enqueue: bool = True) -> Plan:
     rank = {"waiting": 0, "running": 1, "failed": 2, "done": 3}
     for t in trials:
         unit, config = t.user_attrs.get(ATTR_UNIT), t.user_attrs.get(ATTR_CONFIG)
-        if unit is None or t.state == TrialState.PRUNED:
+        if unit is None or (t.state == TrialState.PRUNED and own_result(t) is None):  # a duplicate
             continue
         configs.setdefault(config, params_of(t))
-        if t.state == TrialState.COMPLETE:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):  # pruned after training: a data point
             now = "done"
         elif t.state == TrialState.FAIL:
             if t.user_attrs.get(ATTR_INTERRUPTED) == t.number:
@@ -330,7 +352,7 @@ def missing_grid(study: Any, setup: Setup) -> list[dict[str, Any]]:
     from optuna.trial import TrialState
 
     taken = {tuple(params_of(t).get(p.name) for p in setup.params) for t in study.get_trials(deepcopy=False)
-             if t.state != TrialState.PRUNED and ATTR_UNIT in t.user_attrs}
+             if (t.state != TrialState.PRUNED or own_result(t) is not None) and ATTR_UNIT in t.user_attrs}
     return [dict(zip([p.name for p in setup.params], point))
             for point in itertools.product(*(p.grid for p in setup.params)) if point not in taken]
 
@@ -367,9 +389,10 @@ def work(study: Any, setup: Setup, objective: Objective, heartbeat: bool, poll_s
         return
 
 
-def best_params(study: Any) -> dict[str, Any]:
-    """The searched parameters of a finished study's best configuration (highest mean dev
-    accuracy over its seeds): what ``--best-from`` fixes for a follow-up sweep."""
+def best_params(study: Any, select_on: str = "validation") -> dict[str, Any]:
+    """The searched parameters of a finished study's best configuration (highest mean
+    validation accuracy over its seeds, at the full budget; dev's only with ``select_on="dev"``):
+    what ``--best-from`` fixes for a follow-up sweep."""
     from optuna.trial import TrialState
 
     from spbench.reporting.sweep import configurations
@@ -381,8 +404,12 @@ def best_params(study: Any) -> dict[str, Any]:
     if busy or len(finished) < planned:
         raise InputError(f"study {study.study_name!r} has not finished ({len(finished)} of {planned} runs; "
                          f"trials {busy or 'none'} running or queued): finish it first (run its command again)")
-    scored = [c for c in configurations([own_result(t) for t in trials if own_result(t) is not None])
-              if "sst2_accuracy" in c.stats]
+    key = "val_accuracy" if select_on == "validation" else "sst2_accuracy"
+    results = [own_result(t) for t in trials if own_result(t) is not None]
+    scored = [c for c in configurations(results, select=key) if key in c.stats]
+    if not scored and key == "val_accuracy" and any("sst2_accuracy" in r for r in results):
+        raise InputError(f"study {study.study_name!r} has no validation accuracy (its runs selected on dev); "
+                         "re-run it, or pass --select-on dev to take its best by the reported split")
     if not scored:
         raise InputError(f"study {study.study_name!r} has no run with an accuracy to take the best from")
     return dict(scored[0].params)
