@@ -214,3 +214,45 @@ def test_the_matrix_figure_params_with_grad_equals_params_trainable(method: str)
         assert metrics["params_with_grad"] == metrics["params_trainable"] > 0
     else:
         assert "params_with_grad" not in metrics  # no backward: nothing to reach
+
+
+def _adapter_grads(case: Case, state: dict[str, torch.Tensor] | None) -> tuple[dict[str, torch.Tensor], dict]:
+    """One backward of ``case`` (dropout off) from the parameters ``state``: the gradient of every
+    trainable parameter, and the state used."""
+    torch.manual_seed(0)
+    built, _ = build(case)
+    model = built.model
+    if state is None:
+        with torch.no_grad():  # B starts at zero (zero A gradients): give every adapter a value
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    model.eval()  # no dropout: both forms must see the same function
+    built.objective.loss(model, built.batch).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, state
+
+
+@pytest.mark.parametrize("backbone", TINY)
+def test_team_side_lora_has_lora_blocks_gradients_and_the_detached_form_does_not(backbone: str) -> None:
+    """The team's Side-LoRA (one F.linear with W + s B A) is LoRA with another memory layout: the
+    same gradients as lora_blocks (relative tolerance 1e-4, absolute 1e-6, float32). The detached
+    form is another optimiser: its first block's adapter gradients differ."""
+    reference, state = _adapter_grads(Case("lora_blocks", backbone, 2, 8), None)
+    team, _ = _adapter_grads(Case("side_lora", backbone, 2, 8, overrides=(("backward", "team"),)), state)
+    detached, _ = _adapter_grads(Case("side_lora", backbone, 2, 8), state)
+    assert team.keys() == reference.keys() == detached.keys()
+    for name, grad in reference.items():
+        assert torch.allclose(team[name], grad, rtol=1e-4, atol=1e-6), name
+    first = [n for n in reference if "lora_A" in n and (".0." in n)]
+    assert first and any(not torch.allclose(detached[n], reference[n], rtol=1e-2, atol=1e-6) for n in first)
+
+
+def test_team_side_lora_reads_the_frozen_weights_in_backward() -> None:
+    """The team form's backward multiplies by the merged weight: every frozen block weight is
+    read, as in LoRA; the detached form reads none of them."""
+    team, hooks = _run_step(Case("side_lora", "tiny-bert", 2, 8, overrides=(("backward", "team"),)))
+    assert hooks.reads.frozen_read()
+    with pytest.raises(InputError, match="backward"):
+        build(Case("side_lora", "tiny-bert", 2, 8, overrides=(("backward", "nope"),)))

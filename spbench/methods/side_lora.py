@@ -2,7 +2,19 @@
 
 The research team's idea (seed slides, "Side-LoRA"): keep the pretrained weights as buffers;
 during backprop go only through the newly inserted LoRA layers, not the pretrained weights.
-Here every frozen Linear inside the transformer blocks computes from a *detached* input,
+The slides' sentence and the team's code are two different optimisers, and both are here:
+
+- ``backward="detached"`` (default, the slides' sentence): see below.
+- ``backward="team"`` (the team's code, ``code/models/lora.py`` with ``buffer_original``):
+  every adapted Linear computes ``F.linear(x, W + (alpha / r) B A, b)`` in one call, W frozen.
+  Its gradients are exactly LoRA's (dL/dx = (W + s B A)^T dL/dy = W^T dL/dy + s A^T B^T dL/dy;
+  dL/dA, dL/dB through the merged weight's gradient), so it trains as ``lora_blocks`` does;
+  backward reads W and forms the full d_out x d_in weight gradient before reducing it to A and
+  B, and forward keeps the merged weight for backward: time and memory are its own. ``scope``
+  does not apply (nothing is detached).
+
+The detached form: every frozen Linear inside the transformer blocks computes from a
+*detached* input,
 
     y = W stop_grad(x) + b + (alpha / r) B A x,
 
@@ -31,12 +43,12 @@ Reference: the team's code, github.com/matoototo/k-LST (``code/configs/side-lora
 B = 0, on q_lin|k_lin|v_lin|out_lin|lin1|lin2 (RoBERTa: query|key|value|dense), trained:
 adapters, classifier (DistilBERT's pre_classifier too) and every LayerNorm; AdamW lr 6e-5,
 weight decay 0.01, linear decay with 6% warmup, 5 epochs, batch 16. Deviations:
-- The gradient path. That code computes ``F.linear(x, W + B A / r)`` with W a buffer, whose
-  backward still multiplies by the merged weight (dL/dx = (W + B A / r)^T dL/dy) and forms the
-  full d_out x d_in weight gradient before reducing it to A and B: W is read by backward and
-  the backward FLOPs stay LoRA's. The slides' stated idea (backprop only through the LoRA
-  layers) is what is implemented here; the team's own figures (no memory saving, 11% less
-  run time than LoRA) fit their code, not the idea.
+- The gradient path of the default form. That code computes ``F.linear(x, W + B A / r)`` with
+  W a buffer, whose backward still multiplies by the merged weight and forms the full weight
+  gradient: W is read by backward and the backward FLOPs stay LoRA's (``backward="team"``
+  reproduces it). The default implements the slides' stated idea (backprop only through the
+  LoRA layers); the team's own figures (no memory saving, 11% less run time than LoRA) fit
+  their code, not the idea.
 - peft's LoRA (separate B A branch, r 8, alpha 16, A Kaiming-uniform, no dropout) with
   ``lora``'s hyperparameters (lr 5e-4, weight decay 0.1), so ``lora_blocks`` is a like-for-like
   baseline; the LayerNorms stay frozen (the team trained them), as in ``lora``.
@@ -54,6 +66,7 @@ from spbench.methods.base import register_method
 from spbench.methods.lora import LoRA, block_lists
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from spbench.backbones import Backbone
@@ -82,17 +95,59 @@ def frozen_linears(model: "nn.Module", scope: str) -> list[tuple[str, "nn.Module
 class SideLoRA(LoRA):
     """LoRA on every block Linear whose frozen base layers see detached inputs.
 
-    Fields (besides LoRA's; ``targets`` defaults to "blocks"): ``scope`` "all" | "targets".
+    Fields (besides LoRA's; ``targets`` defaults to "blocks"): ``backward`` "detached" (the
+    slides' idea) | "team" (the team's code: one ``F.linear`` with the merged weight, LoRA's exact
+    gradients); ``scope`` "all" | "targets" (detached form only).
     """
 
     summary = "LoRA on every block Linear; backward skips the frozen weights (detached inputs)"
     targets: tuple[str, ...] = ("blocks",)
     scope: Literal["all", "targets"] = "all"
+    backward: Literal["detached", "team"] = "detached"
 
     def prepare(self, backbone: "Backbone") -> "nn.Module":
         if self.scope not in ("all", "targets"):
             raise InputError(f"side_lora scope must be 'all' or 'targets', not {self.scope!r}")
+        if self.backward not in ("detached", "team"):
+            raise InputError(f"side_lora backward must be 'detached' or 'team', not {self.backward!r}")
         model = super().prepare(backbone)
+        if self.backward == "team":
+            merge_in_forward(model)
+            return model
         for _, linear in frozen_linears(model, self.scope):
             linear.register_forward_pre_hook(_detach_input)
         return model
+
+
+def merge_in_forward(model: "nn.Module") -> None:
+    """Make every peft LoRA Linear of ``model`` compute ``F.linear(x, W + s B A, b)``: the
+    team's Side-LoRA (the adapters' dropout, if any, cannot apply to a merged weight)."""
+    import types
+
+    from peft.tuners.lora import Linear as LoraLinear
+
+    for module in model.modules():
+        if isinstance(module, LoraLinear):
+            module.forward = types.MethodType(_merged_forward, module)
+
+
+def _merged_forward(self: Any, x: "torch.Tensor", *args: Any, **kwargs: Any) -> "torch.Tensor":
+    import torch.nn.functional as F
+
+    base = self.base_layer
+    weight = base.weight
+    for name in self.active_adapters:
+        if name in self.lora_A:
+            delta = self.lora_B[name].weight @ self.lora_A[name].weight
+            weight = weight + delta.to(weight.dtype) * self.scaling[name]
+    return F.linear(x, weight, base.bias)
+
+
+@register_method("side_lora_team")
+@dataclass(frozen=True)
+class SideLoRATeam(SideLoRA):
+    """The research team's Side-LoRA as their code runs it: ``side_lora --set backward=team``
+    (W frozen, ``F.linear(x, W + s B A)`` in one call; LoRA's exact gradients)."""
+
+    summary = "Side-LoRA as the team's code runs it: merged weight in one F.linear, LoRA's gradients"
+    backward: Literal["detached", "team"] = "team"
