@@ -167,5 +167,5 @@ def build(case: Case, keep_backbone_copy: bool = False, on_device: bool = False,
         if plain is not None:  # the floor: inference with the same half-precision weights
             plain.to(getattr(torch, case.weights_dtype))
     model.train()
-    notes = dict(objective.notes(bb))
+    notes = {**objective.notes(bb), **method.notes(bb)}
     return Built(case, method, objective, bb, model, batch, notes), plain

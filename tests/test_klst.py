@@ -177,3 +177,19 @@ def test_pool_all_window_is_every_layer_with_one_embedding_per_layer() -> None:
 def test_downsamplers_only_for_layers_a_window_holds() -> None:
     assert sorted(_model(k=1, layers=(1,)).down) == ["1", "emb"]
     assert sorted(_model(k=3, layers=(1,)).down) == ["0", "1", "emb"]
+
+
+def test_a_window_deeper_than_the_backbone_says_how_much_is_padding() -> None:
+    """k=9 on a 2-layer backbone: 14 of 18 window members are zeros; the result says so (and a
+    warning). k=1 fills every window from real layers: no note."""
+    import warnings
+
+    from spbench.case import Case, build
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        deep, _ = build(Case("klst", "tiny-bert", 2, 8))
+    assert deep.notes["klst_padding"] == "k=9 exceeds the backbone's 2 layers: 14 of 18 window members are all-zero padding"
+    assert any("klst_padding" not in str(w.message) and "14 of 18" in str(w.message) for w in caught)
+    shallow, _ = build(Case("klst", "tiny-bert", 2, 8, overrides=(("k", "1"),)))
+    assert "klst_padding" not in shallow.notes

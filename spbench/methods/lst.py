@@ -33,7 +33,8 @@ report's "k-LST" section and slides): each side layer's input is cross-attention
 state over all positions of a window of k backbone layers (k odd, centred, zero members beyond
 the ends) with a block position embedding on keys and values and no gate; window dropout drops
 whole members. Defaults as ``9-lst.yaml`` and the report: k=9, window dropout 0.2, r=8, AdamW
-lr 2e-4 with weight decay 0.01 (linear decay with warmup). ``--set fusion=position`` is
+lr 2e-4 with weight decay 0.01 (linear decay; warmup is spbench's 6% of the steps where
+``9-lst.yaml`` warms up for 12%). ``--set fusion=position`` is
 spbench's first k-LST (per-position softmax over the k members, LST gate kept). The fusion's
 math and its deviations are in ``_fusion.py``. Deviations of the side network from the
 team's: the side layers, init, final LayerNorm and head are LST's above (theirs: PyTorch
@@ -53,7 +54,7 @@ frozen MLM head; backward then reads that head's weights (it must, to reach the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from spbench.errors import InputError
 from spbench.methods.base import Method, register_method
@@ -76,7 +77,8 @@ class LST(Method):
     layers only on backbone layers l with l % m != 0 (4: the paper's T5-base layer dropping);
     ``init`` "pruned" (the 1/r largest-magnitude channels of the matching backbone layer) or
     "random"; ``dropout`` inside the side layers and before the head; ``ladder_dropout`` on the
-    ladder features (the team's idea; 0 in both references); ``unfreeze_last`` backbone layers trained too (then backward enters them); ``downsampler``
+    ladder features (element-wise, rescaled: spbench's; the team's idea of dropping ladder
+    inputs is k-LST's ``window_dropout``, whole members; 0 in both references); ``unfreeze_last`` backbone layers trained too (then backward enters them); ``downsampler``
     "linear" (one per ladder), "shared" (one for all) or "avgpool" (no parameters).
     """
 
@@ -148,3 +150,28 @@ class KLST(LST):
             raise InputError(f"klst: window_dropout must be in [0, 1), not {self.window_dropout}")
         return dataclasses.replace(super().side_spec(), k=self.k, fusion=self.fusion,
                                    window_dropout=self.window_dropout, pool_all=self.pool_all)
+
+    def notes(self, backbone: "Backbone") -> dict[str, Any]:
+        """``klst_padding`` when k exceeds the backbone's depth: every window then holds members
+        that are all zeros (k=9 on a 6-layer backbone: 3 or 4 in each). Also a warning."""
+        import warnings
+
+        n = backbone_depth(backbone.model.config)
+        if self.pool_all or n is None or self.k <= n:
+            return {}
+        half = self.k // 2
+        centres = [c % n for c in self.layers] if self.layers else list(range(n))
+        padding = sum(1 for c in centres for j in range(c - half, c + half + 1) if not 0 <= j < n)
+        text = (f"k={self.k} exceeds the backbone's {n} layers: {padding} of {self.k * len(centres)} window "
+                f"members are all-zero padding")
+        warnings.warn(f"klst: {text}", stacklevel=2)
+        return {"klst_padding": text}
+
+
+def backbone_depth(config: Any) -> int | None:
+    """Transformer layers of a backbone config (BERT / RoBERTa: num_hidden_layers, DistilBERT: n_layers)."""
+    for key in ("num_hidden_layers", "n_layers"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
