@@ -1,10 +1,11 @@
 """The "prompt" objective: classification as masked-word prediction (LM-BFF / MeZO style).
 
-Each sentence is wrapped in a template, ``{sentence} It was <mask> .`` by default (the
+Each sentence is wrapped in a template, ``{sentence} It was <mask>.`` by default (the
 tokenizer adds ``<s> ... </s>`` / ``[CLS] ... [SEP]``), and the class logits are the masked-LM
 head's scores of the label words (" terrible" = 0, " great" = 1) at the mask position; the
 loss is cross-entropy over those scores (Gao et al. 2021, arXiv:2012.15723; Malladi et al.
-2023, arXiv:2305.17333, who use this template for SST-2).
+2023, arXiv:2305.17333, who use this template for SST-2: LM-BFF's ``*cls**sent_0*_It_was*mask*.*sep+*``,
+where "." follows the mask as its own token with no space before it).
 
 A batch carries, besides ``input_ids`` / ``attention_mask`` / ``labels``, one integer per row
 each of ``mask_pos`` and ``label_word_0`` .. ``label_word_<C-1>``: the objective then needs no
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
     from spbench.backbones import Backbone
 
-TEMPLATE = "{sentence} It was <mask> ."
+TEMPLATE = "{sentence} It was <mask>."
 LABEL_WORDS = (" terrible", " great")
 MASK = "<mask>"
 WORD_KEY = "label_word_"  # batch columns label_word_0, label_word_1, ...: one id per row each

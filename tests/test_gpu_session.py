@@ -139,10 +139,11 @@ def test_session_dry_run_on_cpu(tmp_path: Path, sst2_dir: Path) -> None:
     records = {r.result.case.method: r.result for r in records_of(read_json(out / "accuracy" / "accuracy.json"), "acc")}
     assert set(records) == {"mezo", "lst"}
     for result in records.values():
-        assert result.ok and 0.0 <= result.metrics["sst2_accuracy"] <= 1.0 and result.metrics["peak_bytes"] > 0
+        # a few tiny steps may end on one class: "collapsed" keeps its figures
+        assert result.status in ("ok", "collapsed") and 0.0 <= result.metrics["sst2_accuracy"] <= 1.0
+        assert result.metrics["peak_bytes"] > 0 and result.predictions is not None
     mezo = records["mezo"]
-    assert [s["method"].split(" ")[0] for s in mezo.stages or []] == ["linear", "mezo"]
-    assert mezo.metrics["train_steps"] == 2 + 4 and mezo.train_config["head_probe"]["trained"]
+    assert mezo.metrics["train_steps"] == 4 and mezo.notes["warm_start"]["head"] == "linear probe"
     assert "| mezo " in (out / "accuracy" / "accuracy.md").read_text()
     log = (out / "session.log").read_text()
     assert "starting lst" in log and "done in" in log

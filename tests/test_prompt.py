@@ -64,7 +64,7 @@ def test_encode_mask_position_and_template(style, bert_tok, roberta_tok) -> None
         before = tok.convert_ids_to_tokens(row[pos - 1:pos].tolist())[0]
         assert before in ("was", "Ġwas")  # no stray space token before the mask
     # Joint tokenisation of the filled template agrees with the part-wise one.
-    joint = tok("a great movie It was " + tok.mask_token + " .")["input_ids"]
+    joint = tok("a great movie It was " + tok.mask_token + ".")["input_ids"]  # "." its own token (LM-BFF)
     assert batch["input_ids"][0, :len(joint)].tolist() == joint
     assert batch["labels"].tolist() == [1, 0]
     assert word_ids(batch).tolist() == [label_word_ids(tok)] * 2

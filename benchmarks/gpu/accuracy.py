@@ -10,14 +10,10 @@ benchmarks (``benchmarks/test_accuracy.py``) -- on ``minilm-l6`` read from the c
 ``datasets``. Each method's configuration is its defaults plus ``--configs`` (a JSON object:
 method -> {hyperparameter: value}; the tuned ones, once the sweep has landed).
 
-Budgets: ``--epochs`` (3) for every method, except ``mezo``: spbench's ``mezo`` alone would
-start from minilm-l6's untrained classifier (it has no pretrained MLM head for the prompt
-objective), and ``mezo_lst`` runs MeZO *before* its backprop stage. So the MeZO case here is
-two ``spbench.train.fit`` stages on one model: a linear probe (the base ``Method``'s backprop
-step with AdamW, only the head -- ``head_module_names`` -- requiring grad; ``--probe-epochs``,
-``--probe-lr``), then ``mezo`` on every parameter with the classification objective for
-``--mezo-steps`` (20,000) steps: linear probing before tuning, as in LP-FT (Kumar et al. 2022,
-arXiv:2202.10054). Its result's ``train_config`` and ``stages`` say so.
+Budgets: ``--epochs`` (3) for every method, except ``mezo``: ``--mezo-steps`` (20,000) steps on
+the classification objective, whose head starts from spbench's linear probe (``mezo``'s
+``warm_start_head``: minilm-l6 has no pretrained MLM head for the prompt objective). Every run
+goes through ``spbench.train.run_accuracy``: selection on the validation split, dev scored once.
 
 Methods run in ``--workers`` fresh processes (small models leave the GPU mostly idle: the CPU
 launches kernels), longest first; with ``--hold-file`` only the ``--early`` ones start at once
@@ -61,7 +57,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [{"method": name, "overrides": {k: str(v) for k, v in configs.get(name, {}).items()},
              "backbone": TINY_BACKBONE if args.tiny else "minilm-l6", "carry": str(Path(args.carry).resolve()),
              "device": args.device, "batch_size": args.batch_size, "max_len": args.max_len, "budget": args.budget,
-             "probe_budget": args.probe_budget, "probe_lr": args.probe_lr, "mezo_steps": args.mezo_steps,
+             "mezo_steps": args.mezo_steps,
              "seed": args.seed, "eval_every": args.eval_every, "deadline": args.deadline} for name in names]
 
 
@@ -87,53 +83,6 @@ def _setup(task: dict[str, Any]) -> None:
         os.environ["SPBENCH_MINILM_DIR"] = str(carry / "minilm-l6")
 
 
-def probe_then_mezo(case: Any, task: dict[str, Any]) -> tuple[Any, Any]:
-    """A linear probe (backprop, head only), then MeZO on every parameter, both through
-    ``spbench.train.fit`` on one model; the classification objective throughout."""
-    from spbench import objectives
-    from spbench.case import build
-    from spbench.data import encode_sst2, load_sst2
-    from spbench.methods.base import Method, head_module_names, set_trainable
-    from spbench.result import Result
-    from spbench.train import Budget, fit
-
-    data = load_sst2()
-    built, _ = build(case, on_device=False)
-    model, tokenizer = built.model, built.backbone.tokenizer
-    pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
-    objective = objectives.get("classification")
-    train_rows = encode_sst2(data["train"], tokenizer, objective, case.seq_len)
-    dev_rows = encode_sst2(data["dev"], tokenizer, objective, case.seq_len)
-    heads = tuple(f"{h}." for h in head_module_names(model))
-    probe = Method(lr=task["probe_lr"])  # the base contract: backprop + AdamW over what requires grad
-    common = dict(batch_size=case.batch_size, seed=task["seed"], pad_id=pad_id, device=case.device,
-                  progress=False, deadline=task["deadline"])
-    set_trainable(model, lambda name: name.startswith(heads))
-    first = fit(probe, model, objective, train_rows, dev_rows, Budget.parse(task["probe_budget"]), **common)
-    stages = [{"method": "linear probe (head only, backprop, AdamW)", "objective": "classification",
-               **first.metrics()}]
-    run = first
-    if first.status == "ok":
-        set_trainable(model, lambda name: True)
-        run = fit(built.method, model, objective, train_rows, dev_rows, Budget(steps=task["mezo_steps"]),
-                  eval_every=task["eval_every"], **common)
-        stages.append({"method": "mezo", "objective": "classification", **run.metrics()})
-        run.train_steps += first.train_steps
-        run.train_examples += first.train_examples
-        run.train_time_s += first.train_time_s
-        if run.peak_bytes is not None and first.peak_bytes is not None:
-            run.peak_bytes = max(run.peak_bytes, first.peak_bytes)
-    train_config = {"budget": f"{task['probe_budget']} linear probe, then steps={task['mezo_steps']} MeZO",
-                    "head_probe": {"budget": task["probe_budget"], "lr": task["probe_lr"], "optimizer": "AdamW",
-                                   "trained": list(head_module_names(model))},
-                    "seed": task["seed"], "max_len": case.seq_len, "lr_schedule": "linear (probe), constant (mezo)",
-                    "eval_every": task["eval_every"], "group_by_length": True,
-                    "peak": "tracked steady-state step at the largest batch shape"}
-    notes = {**built.notes, "recipe": "linear probe then MeZO (classification objective)"}
-    return Result.of(case, status=run.status, reason=run.reason, metrics=run.metrics(), notes=notes,
-                     train_config=train_config, stages=stages, best_step=run.best_step), run
-
-
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
     """One method, in a fresh worker process: its Result's ``extra_info`` (or why none)."""
     started = time.time()
@@ -147,11 +96,9 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
 
         case = Case(task["method"], task["backbone"], batch_size=task["batch_size"], seq_len=task["max_len"],
                     device=task["device"], overrides=tuple(sorted(task["overrides"].items())))
-        if task["method"] == "mezo":
-            result, run = probe_then_mezo(case, task)
-        else:
-            result, run = run_accuracy(case, Budget.parse(task["budget"]), seed=task["seed"],
-                                       eval_every=task["eval_every"], progress=False, deadline=task["deadline"])
+        budget = Budget(steps=task["mezo_steps"]) if task["method"] == "mezo" else Budget.parse(task["budget"])
+        result, run = run_accuracy(case, budget, seed=task["seed"], eval_every=task["eval_every"], progress=False,
+                                   deadline=task["deadline"])
         return {**out, "status": result.status, "extra_info": result.to_extra_info(),
                 "losses_tail": [round(v, 4) for v in run.losses[-5:]], "wall_s": time.time() - started}
     except Exception as exc:  # a data point, not the end of the run: the rest goes on
@@ -209,8 +156,7 @@ def render(doc: dict[str, Any]) -> str:
         f"Device: {doc['machine_info'].get('gpu_name')} ({a['device']}), torch {doc['machine_info'].get('torch_version')}. "
         f"Backbone {'tiny-bert (dry run)' if a['tiny'] else 'minilm-l6 (float16 on disk, trained in float32)'}; "
         f"batch {a['batch_size']}, max length {a['max_len']}, seed {a['seed']}; budget {a['budget']} per method; "
-        f"mezo: linear probe ({a['probe_budget']}, lr {a['probe_lr']}) then {a['mezo_steps']} MeZO steps "
-        "(classification objective); time budget "
+        f"mezo: {a['mezo_steps']} MeZO steps from a linear-probe head (classification objective); time budget "
         f"{a['budget_s']:.0f} s with {a['workers']} workers. Configurations: "
         f"{'defaults plus ' + a['configs'] if a['configs'] else 'each method’s defaults'}.", "",
         tabulate(rows, headers=["method", "status", "dev acc %", "dev F1 %", "steps", "train s", "peak MiB", "note"],
@@ -227,8 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="", help="JSON file: method -> {hyperparameter: value}")
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--mezo-steps", type=int, default=20_000)
-    parser.add_argument("--probe-epochs", type=float, default=1.0)
-    parser.add_argument("--probe-lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-len", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -244,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:  # a few steps on the carried subset
         args.batch_size, args.max_len, args.mezo_steps = 8, 32, 4
     args.budget = "steps=4" if args.tiny else f"epochs={args.epochs}"
-    args.probe_budget = "steps=2" if args.tiny else f"epochs={args.probe_epochs}"
     carry = Path(args.carry) / ("tiny-bert" if args.tiny else "minilm-l6")
     if not (carry / "config.json").is_file() or not (Path(args.carry) / "sst2" / "train.tsv").is_file():
         parser.error(f"--carry {args.carry}: no {carry.name}/ or sst2/ in it; run benchmarks/gpu/prepare_carry.py"

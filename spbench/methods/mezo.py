@@ -22,14 +22,29 @@ registered method's name, whose ``prepare`` then chooses the set (e.g. "side_lor
 Defaults are the paper's for RoBERTa-large: eps 1e-3, lr 1e-6 (grid 1e-7 .. 1e-5), constant
 schedule, weight decay 0, batch 64, prompt objective.
 
+A backbone without a pretrained masked-LM head (minilm-l6) gives the prompt objective nothing to
+read at the mask: MeZO then stays at chance (50.46 / 49.89 / 50.34% in three seeds of
+``mezo_lst``'s stage 1), and every prompt-objective result on it carries ``mlm_head_untrained``.
+What learns offline there is MeZO on the **classification** objective after a linear-probe warm
+start of the head (``warm_start="probe"``, the default under that objective: "auto"): a
+logistic regression (scikit-learn) on the frozen features that feed the head's last Linear, from
+``probe_examples`` training rows, sets that Linear before the first MeZO step (LP-MeZO: the head
+starts where a linear probe ends, and zeroth-order steps move the whole model from there). The
+run records the probe's validation and dev accuracy before the first step (``warm_start``), so
+the gain MeZO itself brings is measured, not assumed. The prompt objective stays the default
+where the backbone has a pretrained MLM head.
+
     spbench estimate --method mezo --backbone roberta-large --objective prompt --batch-size 64
 
 Reference: github.com/princeton-nlp/MeZO, ``medium_models`` (``mezo.sh``: SGD, constant lr
 1e-6, eps 1e-3, weight decay 0, batch 64, 100k steps, ``--efficient_zero_order``; the
 ``src/trainer.py`` step: seed per step, model in eval mode for both forwards, parameters
 restored after the second, update theta -= lr (g z + wd theta) on every parameter; template
-"<S> It was [MASK] ." with great / terrible). The research team ran it on RoBERTa-large for
-48k steps at batch 16 (github.com/matoototo/k-LST ``code/configs/mezo.yaml``). Deviations:
+"*cls**sent_0*_It_was*mask*.*sep+*", i.e. "<S> It was <mask>." with "." its own token, and
+great / terrible). The research team's config (github.com/matoototo/k-LST ``code/configs/mezo.yaml``)
+runs RoBERTa-large at batch 16 for up to 100,000 steps; their MeZO loss is the masked-LM loss over
+the whole vocabulary at the template's mask (the cross-entropy over the label words here, as
+MeZO's own code does), which matters when reading their figures next to ours. Deviations:
 - z comes from a seeded ``torch.Generator`` chunk by chunk, not from ``torch.manual_seed``
   plus one ``torch.normal`` per whole tensor: the same distribution and the same regenerate-
   from-the-seed scheme, other draws, and no temporary larger than a chunk.
@@ -38,13 +53,15 @@ restored after the second, update theta -= lr (g z + wd theta) on every paramete
 - The logged loss is the mean of the two perturbed losses (the reference logs the first).
 - ``trainable`` other than "all" (head, lora, a method name) is spbench's; the paper's
   MeZO+LoRA / prefix variants live in its ``large_models`` (OPT) code.
+- The linear-probe warm start under the classification objective is spbench's (MeZO's
+  classification runs start from a random head); it is off with ``--set warm_start=none``.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from spbench.errors import InputError
 from spbench.methods.base import METHODS, NO_HOOKS, Method, StepHooks, head_module_names, register_method, set_trainable
@@ -169,7 +186,22 @@ class MeZO(Method):
     trainable: str = "all"
     seed: int = 0
     chunk_elements: int = 1 << 20
+    warm_start_head: Literal["auto", "probe", "none"] = "auto"  # auto: probe under the classification objective
+    probe_examples: int = 8192
     supports_half_weights = True
+
+    def warm_start(self, model: "nn.Module", objective: "Objective", train_rows: Any, *, pad_id: int = 0,
+                   device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+        """The linear probe (see the module docstring): sets the head's last Linear from a logistic
+        regression on frozen features of ``probe_examples`` training rows. Returns what it did."""
+        if self.warm_start_head not in ("auto", "probe", "none"):
+            raise InputError(f"mezo: warm_start_head must be auto, probe or none, not {self.warm_start_head!r}")
+        if self.warm_start_head == "none" or objective.head != "classification":
+            if self.warm_start_head == "probe":
+                raise InputError("mezo: warm_start_head=probe needs the classification objective")
+            return {}
+        return linear_probe(model, objective, train_rows, self.probe_examples, pad_id=pad_id, device=device,
+                            seed=seed)
 
     def to_half_weights(self, model: "nn.Module", dtype: "torch.dtype") -> None:
         """Every weight in ``dtype``, as the paper loads its large models (``--load_float16`` /
@@ -218,3 +250,60 @@ class MeZO(Method):
     @property
     def uses_backward(self) -> bool:
         return False
+
+
+def classifier_linear(model: "nn.Module") -> "nn.Linear":
+    """The head's last Linear: the one that produces the class logits."""
+    from torch import nn
+
+    n = int(getattr(model.config, "num_labels", 2))
+    found = [m for name in head_module_names(model) for m in model.get_submodule(name).modules()
+             if isinstance(m, nn.Linear) and m.out_features == n]
+    if not found:
+        raise InputError(f"{type(model).__name__}: no head Linear with {n} outputs to warm-start")
+    return found[-1]
+
+
+def linear_probe(model: "nn.Module", objective: "Objective", rows: Any, examples: int, *, pad_id: int = 0,
+                 device: str = "cpu", seed: int = 0, batch_size: int = 64) -> dict[str, Any]:
+    """Fit the classifier's last Linear by logistic regression on the features it reads.
+
+    The features are its inputs in eval mode, without gradient, for ``examples`` rows drawn with
+    ``seed``; scikit-learn's ``LogisticRegression`` (L2, C=1, lbfgs) fits them. Two classes map
+    to logits (-z/2, z/2) of its decision z, the same probabilities; more classes take its
+    multinomial weights.
+    """
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from spbench.data import collate
+
+    linear = classifier_linear(model)
+    picked = random.Random(seed).sample(range(len(rows)), min(examples, len(rows)))
+    captured: list[torch.Tensor] = []
+    hook = linear.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().float().cpu()))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(picked), batch_size):
+                batch = collate([rows[i] for i in picked[start:start + batch_size]], pad_id)
+                objective.logits(model, {k: v.to(device) for k, v in batch.items()})
+    finally:
+        hook.remove()
+        model.train(was_training)
+    features = torch.cat(captured).numpy()
+    labels = np.asarray([int(rows[i]["labels"]) for i in picked])
+    if len(set(labels.tolist())) < 2:
+        raise InputError("mezo: the linear probe needs training rows of both classes")
+    probe = LogisticRegression(max_iter=2000, random_state=seed).fit(features, labels)
+    coef = torch.as_tensor(probe.coef_, dtype=torch.float32)
+    bias = torch.as_tensor(probe.intercept_, dtype=torch.float32)
+    if coef.shape[0] == 1:  # binary: one decision z -> logits (-z/2, z/2)
+        coef, bias = torch.cat([-coef / 2, coef / 2]), torch.cat([-bias / 2, bias / 2])
+    with torch.no_grad():
+        linear.weight.copy_(coef.to(linear.weight.dtype))
+        if linear.bias is not None:
+            linear.bias.copy_(bias.to(linear.bias.dtype))
+    return {"head": "linear probe", "examples": len(picked), "train_accuracy": float(probe.score(features, labels))}

@@ -6,9 +6,13 @@ Reference: the seed team's MeZO + LST (slides "MeZO + LST"; github matoototo/k-L
 arXiv:2305.17333; github princeton-nlp/MeZO) and LST (Sung et al. 2022, arXiv:2206.06522;
 github ylsung/Ladder-Side-Tuning).
 
-Stage 1: spbench's ``mezo`` (its docstring names its own deviations) with the prompt objective
-trains the backbone itself at inference-level memory; the stage-1 backbone is saved with
-safetensors. Stage 2: spbench's ``lst`` is built on the reloaded stage-1 backbone (its pruned
+Stage 1: spbench's ``mezo`` (its docstring names its own deviations) trains the backbone itself
+at inference-level memory, with the prompt objective where the backbone has a pretrained
+masked-LM head, else (``stage1="auto"``; minilm-l6) on the classification objective after a
+linear-probe warm start of the head, which learns where the prompt objective stays at chance;
+the stage-1 backbone is saved with safetensors. The two stages train on disjoint parts of the
+training rows (``spbench.train.run_accuracy`` cuts a seeded permutation by the stages' shares:
+stage 2 never sees what stage 1 trained on; each stage's ``train_rows`` in the result). Stage 2: spbench's ``lst`` is built on the reloaded stage-1 backbone (its pruned
 side-network init reads the stage-1 weights too) and trained by backprop through the side
 network only, as a sequence classifier (default; the team's slides: "faster, uses less VRAM,
 achieves better accuracy") or with the prompt objective (``stage2``).
@@ -63,19 +67,19 @@ def save_stage1(model: "nn.Module", folder: str) -> str:
     return path
 
 
-def load_stage1(name: str, path: str, head: str = "mlm") -> "Backbone":
-    """Backbone ``name`` with ``head``, its weights from a stage-1 checkpoint.
+def load_stage1(name: str, path: str, head: str = "mlm", saved: str = "mlm") -> "Backbone":
+    """Backbone ``name`` with ``head``, its weights from a stage-1 checkpoint of a ``saved`` model.
 
-    "mlm": the whole saved model. "classification": the saved encoder under a fresh
-    classifier (a BERT pooler, which the MLM model lacks, keeps its loaded weights).
+    The same head: the whole saved model. Another: the saved encoder under a fresh head (a
+    BERT pooler, which the MLM model lacks, keeps its loaded weights).
     """
     from safetensors.torch import load_model
 
     from spbench import backbones
 
-    mlm = backbones.load(name, head="mlm")
+    mlm = backbones.load(name, head=saved)
     load_model(mlm.model, path, strict=True)
-    if head == "mlm":
+    if head == saved:
         return mlm
     target = backbones.load(name, head=head)
     result = target.model.base_model.load_state_dict(mlm.model.base_model.state_dict(), strict=False)
@@ -88,15 +92,17 @@ def load_stage1(name: str, path: str, head: str = "mlm") -> "Backbone":
 @register_method("mezo_lst")
 @dataclass(frozen=True)
 class MeZOLST(Method):
-    """Stage 1 MeZO (prompt; eps 1e-3, lr 1e-6, all parameters), stage 2 LST (r=8, AdamW 3e-3).
+    """Stage 1 MeZO (prompt, or probe-started classification; eps 1e-3, lr 1e-6, all parameters),
+    stage 2 LST (r=8, AdamW 3e-3) on the rows stage 1 did not see.
 
     Fields: ``lr`` / ``weight_decay`` / ``r`` of stage 2 (LST); ``mezo_lr``, ``mezo_eps``,
-    ``mezo_trainable`` of stage 1; ``mezo_share`` of the training budget spent in stage 1;
+    ``mezo_trainable`` of stage 1; ``mezo_share`` of the training budget (and of the training
+    rows) spent in stage 1; ``stage1`` its objective ("auto": see :meth:`stage1_objective`);
     ``stage2`` objective of stage 2 in the accuracy path ("classification" or "prompt");
     ``checkpoint_dir`` for the stage-1 checkpoint (empty: a fresh temporary folder).
     """
 
-    summary = "MeZO (prompt) on the backbone, then LST on the stage-1 backbone; step = stage 2"
+    summary = "MeZO on the backbone, then LST on the stage-1 backbone and unseen rows; step = stage 2"
     lr: float = 3e-3  # stage 2 is ``lst``: the LST paper's rate, as its default
     weight_decay: float = 0.0
     r: int = 8
@@ -104,8 +110,17 @@ class MeZOLST(Method):
     mezo_eps: float = 1e-3
     mezo_trainable: str = "all"
     mezo_share: float = 0.5
+    stage1: Literal["auto", "classification", "prompt"] = "auto"
     stage2: Literal["classification", "prompt"] = "classification"
     checkpoint_dir: str = ""
+
+    def stage1_objective(self, backbone: "Backbone") -> str:
+        """Stage 1's objective: ``stage1``, or for "auto" the prompt objective unless the backbone
+        is pretrained without a masked-LM head (then the classification objective, probe-started)."""
+        if self.stage1 != "auto":
+            return self.stage1
+        spec = backbone.spec
+        return "classification" if spec.pretrained and not spec.has_pretrained_mlm_head else "prompt"
 
     def stage1_method(self) -> Method:
         return METHODS.get("mezo")(lr=self.mezo_lr, eps=self.mezo_eps, trainable=self.mezo_trainable)
@@ -136,12 +151,13 @@ class MeZOLST(Method):
         if not 0 < self.mezo_share < 1:
             raise InputError(f"mezo_lst: mezo_share must be in (0, 1), not {self.mezo_share}")
         first = self.stage1_method()
-        mlm = backbones.load(backbone.name, head="mlm")
-        tuning = first.prepare(mlm)
-        yield Stage(first, tuning, "prompt", share=self.mezo_share)
+        objective1 = self.stage1_objective(backbone)
+        saved = objectives.get(objective1).head
+        tuning = first.prepare(backbones.load(backbone.name, head=saved))
+        yield Stage(first, tuning, objective1, share=self.mezo_share)
         folder = self.checkpoint_dir or tempfile.mkdtemp(prefix="spbench-mezo-lst-")
         path = save_stage1(tuning, folder)
-        del tuning, mlm
+        del tuning
         second = self.stage2_method()
-        tuned = load_stage1(backbone.name, path, head=objectives.get(self.stage2).head)
+        tuned = load_stage1(backbone.name, path, head=objectives.get(self.stage2).head, saved=saved)
         yield Stage(second, second.prepare(tuned), self.stage2, share=1 - self.mezo_share)
