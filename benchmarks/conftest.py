@@ -43,7 +43,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="accuracy training budget: examples=N | steps=N | epochs=X (default: spbench.train's)")
     group.addoption("--accuracy-shape", default="",
                     help=f"BATCHxMAX_LEN of accuracy cases (default {DEFAULT_ACCURACY_SHAPE})")
-    group.addoption("--eval-every", type=int, default=0, help="accuracy: score dev every N steps, keep the best")
+    group.addoption("--eval-every", type=int, default=0, help="accuracy: score the validation split every N steps, keep the best (dev is scored once, at the end)")
     group.addoption("--seed", type=int, default=0, help="accuracy: training seed (weights, dropout, data order)")
 
 

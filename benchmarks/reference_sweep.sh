@@ -1,62 +1,80 @@
 #!/usr/bin/env bash
-# The committed SST-2 reference on minilm-l6 (issue 11): tuned learning rate, three seeds, one epoch.
+# The SST-2 reference on minilm-l6: each row's learning rate chosen on a validation split at the
+# full budget by a pruned search, then three seeds at the chosen rate, scored once on dev.
 #
-#   benchmarks/reference_sweep.sh                 # full_ft lora side_lora lst klst mezo_lst, in turn
-#   benchmarks/reference_sweep.sh lora lst        # some of them
+#   benchmarks/reference_sweep.sh                       # every row below, in turn
+#   benchmarks/reference_sweep.sh lst klst-k1 klst-k3   # some rows
 #
-# Per method:
-#   1. its declared learning-rate grid (five values from a tenth to ten times the method's default,
-#      two per decade) on a quarter epoch, seed 0            -> study METHOD-lr-grid
-#      while the best rate is the grid's highest or lowest, one more rate half a decade beyond it
-#      (at most two more: full_ft's best was its highest, 2e-4; 6.3e-4 diverged)
-#   2. the best rate of step 1 with seeds 0,1,2 on one epoch -> study METHOD-best-3seeds
-# then the reports: reports/accuracy/sweep.md (+ .png; step 2, accuracy and F1 as mean ± std (n))
-# and reports/accuracy/sweep-grid.md (step 1). Batch 32, max length 64 (spbench sweep's defaults).
-# The committed storage also holds one check outside these steps, side_lora at its grid's
-# second-best rate on one epoch (its report row is side_lora (lr=0.0005)), run as:
-#   spbench sweep --method side_lora --grid lr=5e-4 --seeds 0,1,2 --budget epochs=1 \
-#     --study side_lora-lr5e-4-3seeds --out reports/accuracy/sweep
+# The protocol, per row:
+#   1. its declared learning-rate grid (a tenth to ten times the method's default, two rates per
+#      decade), one epoch per configuration as the full budget, seed 0, pruned by successive halving
+#      (validation accuracy at 1/8, 1/4, 1/2 and all of the epoch; the best two of every rung go on)
+#                                                                -> study ROW-lr-pruned
+#      while the best rate at the full budget is the grid's highest or lowest, one more rate half a
+#      decade beyond it (twice at most)
+#   2. the chosen rate with seeds 0, 1, 2 on the full budget     -> study ROW-best-3seeds
+# Selection only ever reads the validation split (872 sentences carved from SST-2 train, stratified,
+# seeded, never trained on); dev is scored once per finished run and reported with a 95% bootstrap
+# interval over its sentences, and rows are compared paired on the same sentences.
+# Then the reports: reports/accuracy/reference.md (step 2) and reports/accuracy/reference-grid.md
+# (step 1). Batch 32, max length 64, length-grouped batches (spbench sweep's defaults).
 #
-# Hours of CPU. Resumable: stop it at any point (Ctrl-C, a crash, the end of a session) and run it
-# again; finished trials are never trained again. The storage, reports/accuracy/sweep/sweep.journal,
-# is meant to be committed after each finished step so the next session carries on from it.
+# Hours of CPU. Resumable: stop it at any point (Ctrl-C, a crash, a reboot) and run it again;
+# finished trials are never trained again. Commit the storage (OUT/sweep.journal) after each row.
 # SST-2 comes from $SPBENCH_SST2_DIR (or pass --sst2-dir through SPBENCH_SWEEP_ARGS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT="${SPBENCH_REFERENCE_OUT:-reports/accuracy/sweep}"  # storage and each study's results
-REPORT="${SPBENCH_REFERENCE_REPORT:-reports/accuracy/sweep}"  # REPORT.md, REPORT.png, REPORT-grid.md
+OUT="${SPBENCH_REFERENCE_OUT:-reports/accuracy/reference}"  # storage and each study's results
+REPORT="${SPBENCH_REFERENCE_REPORT:-reports/accuracy/reference}"  # REPORT.md, REPORT.png, REPORT-grid.md
 EXTRA=(${SPBENCH_SWEEP_ARGS:-})
+
+# row -> method, its fixed settings, its full budget
+declare -A METHOD=(
+  [full_ft]=full_ft [lora]=lora [lora_blocks]=lora_blocks [side_lora]=side_lora [lst]=lst
+  [klst-k1]=klst [klst-k3]=klst [mezo]=mezo [mezo_lst]=mezo_lst)
+declare -A SETS=([klst-k1]="--set k=1" [klst-k3]="--set k=3")
+declare -A BUDGET=([mezo]="steps=20000")  # MeZO needs many more, cheaper steps (>= 20,000)
+ROWS=(full_ft lora lora_blocks side_lora lst klst-k1 klst-k3 mezo mezo_lst)
 if [ $# -eq 0 ]; then
-  set -- full_ft lora side_lora lst klst mezo_lst
+  set -- "${ROWS[@]}"
 fi
-# The grid of a finished grid study, one rate more when its best is at an edge; nothing when inside.
+
+# The grid of a finished study, one rate more when its best full-budget rate (by validation
+# accuracy) is at an edge; nothing when it is inside.
 beyond_edge() {
   python - "$1" <<'PY'
 import json, math, sys
 runs = [b["extra_info"] for b in json.load(open(sys.argv[1]))["benchmarks"] if b["param"] != "predicted"]
-acc = {r["method_config"]["lr"]: r.get("sst2_accuracy") or 0.0 for r in runs}
-best, rates = max(acc, key=acc.get), sorted(acc)
-if best in (rates[0], rates[-1]) and len(rates) > 1:
-    step = math.sqrt(10) if best == rates[-1] else 1 / math.sqrt(10)
-    print(",".join(f"{v:.2g}" for v in sorted(rates + [float(f"{best * step:.2g}")])))
+rates = sorted({r["method_config"]["lr"] for r in runs})
+full = {r["method_config"]["lr"]: r["val_accuracy"] for r in runs if r.get("status") == "ok" and "val_accuracy" in r}
+if full and len(rates) > 1:
+    best = max(full, key=full.get)
+    if best in (rates[0], rates[-1]):
+        step = math.sqrt(10) if best == rates[-1] else 1 / math.sqrt(10)
+        print(",".join(f"{v:.2g}" for v in sorted(rates + [float(f"{best * step:.2g}")])))
 PY
 }
 
-for method in "$@"; do
-  spbench sweep --method "$method" --grid lr --budget epochs=0.25 --study "$method-lr-grid" \
-    --out "$OUT" "${EXTRA[@]}"
+for row in "$@"; do
+  method="${METHOD[$row]:-}"
+  if [ -z "$method" ]; then
+    echo "unknown row '$row'; rows: ${ROWS[*]}" >&2
+    exit 2
+  fi
+  sets=(${SETS[$row]:-})
+  budget="${BUDGET[$row]:-epochs=1}"
+  common=(--method "$method" "${sets[@]}" --budget "$budget" --out "$OUT" "${EXTRA[@]}")
+  spbench sweep "${common[@]}" --grid lr --pruner halving --study "$row-lr-pruned"
   for _ in 1 2; do
-    grid=$(beyond_edge "$OUT/$method-lr-grid.json")
+    grid=$(beyond_edge "$OUT/$row-lr-pruned.json")
     [ -n "$grid" ] || break
-    spbench sweep --method "$method" --grid "lr=$grid" --budget epochs=0.25 --study "$method-lr-grid" \
-      --out "$OUT" "${EXTRA[@]}"
+    spbench sweep "${common[@]}" --grid "lr=$grid" --pruner halving --study "$row-lr-pruned"
   done
-  spbench sweep --method "$method" --best-from "$method-lr-grid" --seeds 0,1,2 --budget epochs=1 \
-    --study "$method-best-3seeds" --out "$OUT" "${EXTRA[@]}"
+  spbench sweep "${common[@]}" --best-from "$row-lr-pruned" --seeds 0,1,2 --study "$row-best-3seeds"
 done
 shopt -s nullglob
-best=("$OUT"/*-3seeds.json)  # METHOD-best-3seeds, and checks such as side_lora-lr5e-4-3seeds
-grid=("$OUT"/*-lr-grid.json)
+best=("$OUT"/*-best-3seeds.json)
+grid=("$OUT"/*-lr-pruned.json)
 [ ${#best[@]} -gt 0 ] && spbench report "${best[@]}" -o "$REPORT.md" --plot "$REPORT.png"
 [ ${#grid[@]} -gt 0 ] && spbench report "${grid[@]}" -o "$REPORT-grid.md"
-echo "reference: ${#best[@]} studies with three seeds: $REPORT.md"
+echo "reference: ${#best[@]} rows with three seeds: $REPORT.md"
