@@ -19,7 +19,7 @@ from spbench.measure.memory import fake_mode, tracked_peak
 from spbench.measure.predict import fake_step
 
 BLOCK = 512  # CUDA's caching allocator hands out 512-byte multiples (written out, not imported)
-F32, BOOL = 4, 1
+F32, BF16, BOOL = 4, 2, 1
 
 
 def blocks(nbytes: int) -> int:
@@ -87,3 +87,53 @@ def test_predicted_lora_forward_keeps_bool_masks(monkeypatch: Any) -> None:
             return tracked_peak(forward, built.model, list(built.batch.values()))["peak_bytes"]
 
     assert live_after_forward(("dropout",)) - live_after_forward(()) == expected
+
+
+def test_emulated_autocast_runs_cuda_float32_ops_in_float32() -> None:
+    """Under a bfloat16 autocast, CUDA runs LayerNorm, softmax and sum in float32 (their
+    outputs float32); CPU's autocast leaves them in the input's dtype. The emulation takes
+    CUDA's policy; an explicit dtype is kept, matmuls stay bfloat16, and CPU's own policy is
+    back once the context is left."""
+
+    def dtypes() -> dict[str, torch.dtype]:
+        x = torch.ones(4, 8)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = torch.nn.Linear(8, 8)(x)  # bfloat16 under either policy
+            return {"linear": h.dtype, "layer_norm": torch.nn.LayerNorm(8)(h).dtype,
+                    "softmax": h.softmax(-1).dtype, "sum": h.sum().dtype,
+                    "sum(dtype=bf16)": h.sum(dtype=torch.bfloat16).dtype}
+
+    bf16, f32 = torch.bfloat16, torch.float32
+    cpu = {"linear": bf16, "layer_norm": bf16, "softmax": bf16, "sum": bf16, "sum(dtype=bf16)": bf16}
+    assert dtypes() == cpu
+    with fake_mode(), cuda_emulation():
+        assert dtypes() == {"linear": bf16, "layer_norm": f32, "softmax": f32, "sum": f32, "sum(dtype=bf16)": bf16}
+    with fake_mode(), cuda_emulation(skip=("autocast",)):
+        assert dtypes() == cpu
+    assert dtypes() == cpu
+
+
+def test_emulated_autocast_layer_norm_keeps_float32_activations() -> None:
+    """A trainable LayerNorm on a bfloat16 tensor x [N, H], CUDA's autocast: x is cast to a
+    new float32 [N, H] tensor (saved for backward) and the output is float32 [N, H]. CPU's
+    autocast saves x itself and outputs bfloat16 [N, H]. Mean and rstd ([N, 1]) are one
+    block under both."""
+    N, H = 64, 96
+    big = 1 << 22  # elements, allocated last so the peak is the live set after the forward
+
+    def live_after_forward(skip: tuple[str, ...]) -> int:
+        with fake_mode(), cuda_emulation(skip=skip):
+            x = torch.ones(N, H, dtype=torch.bfloat16)
+            norm = torch.nn.LayerNorm(H)
+            kept: list[torch.Tensor] = []
+
+            def forward() -> None:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    kept.append(norm(x))
+                kept.append(torch.empty(big))
+
+            return tracked_peak(forward, norm, x)["peak_bytes"]
+
+    cuda = 2 * blocks(N * H * F32)  # the float32 copy of x, the float32 output
+    cpu = blocks(N * H * BF16)  # the bfloat16 output
+    assert live_after_forward(()) - live_after_forward(("autocast",)) == cuda - cpu

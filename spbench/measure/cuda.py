@@ -11,6 +11,13 @@ other tensors for backward than they would on a GPU. Within ``cuda_emulation()``
   dtype (4x the bytes in float32). This is decided inside ``aten::dropout`` by the input's
   device, so the override sits at that op, under every caller (``nn.Dropout``, peft's LoRA
   dropout, ``F.dropout``, a checkpointed layer's recomputation);
+* autocast (a half dtype): CUDA's op policy where it differs from CPU's. CUDA runs norms,
+  softmax, sums, exp/log/pow and most losses in float32 (a LayerNorm of a half input keeps
+  a float32 copy of it for backward and outputs float32); CPU's autocast leaves them in the
+  input's dtype. It moves half-precision paths such as LST's side network; a BERT layer's
+  residual stream is float32 under both (it starts from the float32 embeddings). CUDA's
+  policy is registered as CPU's autocast kernel of the ops of CUDA's float32 lists that CPU
+  has no policy for (``_AUTOCAST_FP32``);
 * every block is rounded up to 512 bytes, as the caching allocator does.
 
 AdamW's ``foreach=True`` (CUDA's default) is chosen where the optimizer is made
@@ -28,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch.distributed._tools import mem_tracker as _mt
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_map
 
 CUDA_BLOCK = 512  # CUDACachingAllocator's minimum / rounding unit
-FEATURES = ("dropout",)  # what ``cuda_emulation(skip=...)`` may leave at CPU's behaviour
+FEATURES = ("dropout", "autocast")  # what ``cuda_emulation(skip=...)`` may leave at CPU's behaviour
 
 
 class _RoundedInfo(_mt._WeakRefInfo):
@@ -116,9 +124,85 @@ def _dropout() -> Iterator[None]:
         lib._destroy()
 
 
+# --- autocast --------------------------------------------------------------------------------
+
+# CUDA's autocast lists (ATen's autocast_mode.h: AT_FORALL_FP32, AT_FORALL_FP32_SET_OPT_DTYPE).
+# Only those without a CPU autocast kernel are emulated (``_autocast`` checks): CPU already
+# runs e.g. nll_loss, prod, cdist in float32. Not emulated, as they move no peak here: CPU's
+# own float32 entries that CUDA lacks (cross_entropy_loss: CUDA's log_softmax and nll_loss
+# are float32 too), and CUDA's half-precision entries that CPU lacks (einsum, mv, addmv,
+# addr, chain_matmul: CPU's autocast casts the matmuls they decompose into).
+_AUTOCAST_FP32 = (
+    "acos", "asin", "cosh", "erfinv", "exp", "expm1", "log", "log10", "log2", "log1p", "reciprocal",
+    "rsqrt", "sinh", "tan", "pow.Tensor_Scalar", "pow.Tensor_Tensor", "pow.Scalar", "softplus",
+    "layer_norm", "native_layer_norm", "group_norm", "frobenius_norm.dim", "nuclear_norm",
+    "nuclear_norm.dim", "cosine_similarity", "poisson_nll_loss", "cosine_embedding_loss", "nll_loss",
+    "nll_loss2d", "hinge_embedding_loss", "kl_div", "l1_loss", "smooth_l1_loss", "huber_loss",
+    "mse_loss", "margin_ranking_loss", "multilabel_margin_loss", "soft_margin_loss",
+    "triplet_margin_loss", "multi_margin_loss", "binary_cross_entropy_with_logits", "dist", "pdist",
+    "cdist", "renorm", "logsumexp",
+)
+_AUTOCAST_FP32_SET_OPT_DTYPE = (
+    "prod", "prod.dim_int", "softmax.int", "log_softmax.int", "cumprod", "cumsum",
+    "linalg_vector_norm", "linalg_matrix_norm", "linalg_matrix_norm.str_ord", "sum", "sum.dim_IntList",
+)
+_NO_AUTOCAST = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)
+
+
+def _op(name: str) -> Any:
+    packet, _, overload = name.partition(".")
+    return getattr(getattr(torch.ops.aten, packet), overload or "default")
+
+
+def _eligible(arg: Any) -> bool:
+    """Autocast's ``is_eligible``: a floating tensor of the autocast device, not double."""
+    return isinstance(arg, torch.Tensor) and arg.is_floating_point() and arg.dtype != torch.float64
+
+
+def _fp32(op: Any) -> Any:
+    """CUDA's ``fp32`` policy: every eligible tensor argument cast to float32, then the op."""
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        with torch._C._ExcludeDispatchKeyGuard(_NO_AUTOCAST):
+            args, kwargs = tree_map(lambda a: a.float() if _eligible(a) else a, (args, kwargs))
+            return op(*args, **kwargs)
+    return kernel
+
+
+def _fp32_set_opt_dtype(op: Any) -> Any:
+    """CUDA's ``fp32_set_opt_dtype`` policy: an eligible first argument runs with
+    ``dtype=float32`` unless a dtype is given (the output is float32)."""
+    index = [a.name for a in op._schema.arguments].index("dtype")
+
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        with torch._C._ExcludeDispatchKeyGuard(_NO_AUTOCAST):
+            if args and _eligible(args[0]):
+                if len(args) > index:
+                    if args[index] is None:
+                        args = (*args[:index], torch.float32, *args[index + 1:])
+                elif kwargs.get("dtype") is None:
+                    kwargs = {**kwargs, "dtype": torch.float32}
+            return op(*args, **kwargs)
+    return kernel
+
+
+@contextlib.contextmanager
+def _autocast() -> Iterator[None]:
+    """CUDA's policy for the ops above, registered as CPU's autocast kernels (used only while
+    an autocast to a CPU half type is on, i.e. in the forward of a half-dtype case)."""
+    lib = torch.library.Library("aten", "IMPL")
+    try:
+        for names, policy in ((_AUTOCAST_FP32, _fp32), (_AUTOCAST_FP32_SET_OPT_DTYPE, _fp32_set_opt_dtype)):
+            for name in names:
+                if not torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{name}", "AutocastCPU"):
+                    lib.impl(name, policy(_op(name)), "AutocastCPU")
+        yield
+    finally:
+        lib._destroy()
+
+
 @contextlib.contextmanager
 def cuda_emulation(skip: tuple[str, ...] = ()) -> Iterator[None]:
-    """Within: CUDA's SDPA kernel and dropout, and tracked blocks rounded to 512 B.
+    """Within: CUDA's SDPA kernel, dropout and autocast policy, and tracked blocks rounded to 512 B.
 
     ``skip``: features of ``FEATURES`` left at CPU's behaviour (to measure what each one
     moves, e.g. the prediction error with and without it).
@@ -133,6 +217,8 @@ def cuda_emulation(skip: tuple[str, ...] = ()) -> Iterator[None]:
             stack.enter_context(_sdpa())
             if "dropout" not in skip:
                 stack.enter_context(_dropout())
+            if "autocast" not in skip:
+                stack.enter_context(_autocast())
             yield
     finally:
         _mt._WeakRefInfo = original  # type: ignore[misc]
