@@ -21,7 +21,9 @@ other tensors for backward than they would on a GPU. Within ``cuda_emulation()``
 * every block is rounded up to 512 bytes, as the caching allocator does.
 
 AdamW's ``foreach=True`` (CUDA's default) is chosen where the optimizer is made
-(``predict.fake_step``). The real CPU step never runs under this context.
+(``predict.fake_step``). The real CPU step never runs under this context; the dropout and
+autocast kernels are dispatcher registrations, process-wide while it is active, so no real
+CPU step may run in another thread meanwhile (spbench runs cases one at a time per process).
 """
 
 from __future__ import annotations
