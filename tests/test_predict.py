@@ -23,7 +23,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from spbench import backbones, methods
 from spbench.case import Case
-from spbench.measure.memory import cuda_emulation, fake_mode, tracked_peak
+from spbench.measure.cuda import cuda_emulation
+from spbench.measure.memory import fake_mode, tracked_peak
 from spbench.measure.predict import predict
 
 BLOCK = 512  # CUDA's caching allocator hands out 512-byte multiples (written out, not imported)

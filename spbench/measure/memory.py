@@ -2,13 +2,7 @@
 
 CPU: torch's ``MemTracker`` counts live tensor bytes by category on the real step.
 Predicted CUDA peak: the same step on fake tensors (``FakeTensorMode``; no data, no GPU), with
-what CUDA chooses differently emulated:
-
-* attention: CUDA's SDPA runs the memory-efficient kernel (it keeps output + logsumexp for
-  backward, not the L x L attention matrix); a boolean mask becomes a float bias padded to a
-  multiple of 16 along its last dimension, as ``sdpa`` does before that kernel;
-* AdamW: ``foreach=True`` (CUDA's default), whose per-group temporaries move the peak;
-* every block is rounded up to 512 bytes, as the caching allocator does.
+what CUDA chooses differently emulated (``spbench.measure.cuda``).
 
 MemTracker pitfalls handled here: it hooks every parameter's grad (it would raise on frozen
 ones), and it rejects a second root forward in one tracked step unless its module stats are
@@ -19,17 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.graph import register_multi_grad_hook as _register_multi_grad_hook
 from torch.distributed._tools import mem_tracker as _mt
 from torch.distributed._tools import mod_tracker as _mod_tracker
-from torch.overrides import TorchFunctionMode
 
-CUDA_BLOCK = 512  # CUDACachingAllocator's minimum / rounding unit
 _DEVICE = torch.ops.prim.device.default
 
 BREAKDOWN = {
@@ -150,65 +140,6 @@ def tracked_peak(step: Callable[[], Any], *external: Any, tracker: Tracker | Non
     finally:
         _mod_tracker.register_multi_grad_hook = _register_multi_grad_hook  # type: ignore[assignment]
     return tracker.peak()
-
-
-# --- CUDA emulation ------------------------------------------------------------------------
-
-class _RoundedInfo(_mt._WeakRefInfo):
-    def _calculate_mem_consumed(self) -> int:
-        mem = self.size * self.element_size
-        return math.ceil(mem / CUDA_BLOCK) * CUDA_BLOCK
-
-
-def _efficient_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                    attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
-                    is_causal: bool = False, scale: float | None = None,
-                    enable_gqa: bool = False) -> torch.Tensor:
-    bias = attn_mask
-    if bias is not None:
-        if bias.dtype == torch.bool:  # sdpa's convert_boolean_attn_mask
-            bias = torch.where(bias.logical_not(), float("-inf"), 0.0).to(query.dtype)
-        # sdpa's preprocess_mask: pad when a stride is not a multiple of 16, then expand.
-        if bias.stride(-1) != 1 or any(st % 16 for st in bias.stride()[:-1]):
-            last = bias.shape[-1]
-            bias = F.pad(bias, (0, 16 - last % 16))[..., :last]
-        bias = bias.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
-    need_lse = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-    out = torch.ops.aten._scaled_dot_product_efficient_attention(
-        query, key, value, bias, need_lse, dropout_p, is_causal, scale=scale
-    )
-    return out[0]
-
-
-_TORCH_SDPA = F.scaled_dot_product_attention
-
-
-class _CudaSdpa(TorchFunctionMode):
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if func is _TORCH_SDPA:
-            return _efficient_sdpa(*args, **(kwargs or {}))
-        return func(*args, **(kwargs or {}))
-
-
-@contextlib.contextmanager
-def cuda_emulation() -> Iterator[None]:
-    """Within: SDPA takes CUDA's memory-efficient path and tracked blocks round to 512 B.
-
-    Two routes to SDPA are replaced: the function mode catches every call in the forward, and
-    ``F.scaled_dot_product_attention`` itself is swapped because the autograd engine runs
-    activation-checkpointing recomputation without the caller's function modes (dispatch
-    modes, the tracker among them, do stay active there). Without the swap a recomputed layer
-    took the CPU kernel, saved other tensors than its forward and checkpointing raised.
-    """
-    original = _mt._WeakRefInfo
-    _mt._WeakRefInfo = _RoundedInfo  # type: ignore[misc]
-    F.scaled_dot_product_attention = _efficient_sdpa  # type: ignore[assignment]
-    try:
-        with _CudaSdpa():
-            yield
-    finally:
-        _mt._WeakRefInfo = original  # type: ignore[misc]
-        F.scaled_dot_product_attention = _TORCH_SDPA  # type: ignore[assignment]
 
 
 # --- fake tensors --------------------------------------------------------------------------

@@ -19,7 +19,8 @@ import torch
 
 from spbench.case import Built, Case, build
 from spbench.measure.flops import FlopHooks
-from spbench.measure.memory import cuda_emulation, fake_mode, fakeify, frozen_gc, to_fake, tracked_peak
+from spbench.measure.cuda import cuda_emulation
+from spbench.measure.memory import fake_mode, fakeify, frozen_gc, to_fake, tracked_peak
 from spbench.measure.params import BackwardReadHooks, count_params
 from spbench.measure.step import ChainHooks, autocast_for, step_fn
 
@@ -31,28 +32,31 @@ def _fake_batch(batch: dict[str, torch.Tensor], mode: Any) -> dict[str, torch.Te
 
 
 @contextlib.contextmanager
-def fake_step(built: Built, emulate_cuda: bool = True) -> Iterator[tuple[torch.optim.Optimizer, Any]]:
+def fake_step(built: Built, emulate_cuda: bool = True,
+              skip: tuple[str, ...] = ()) -> Iterator[tuple[torch.optim.Optimizer, Any]]:
     """Turn ``built``'s model and batch fake (in place); inside, CUDA's choices are emulated
-    (unless ``emulate_cuda=False``) and the method's optimizer is made as it would be there.
+    (unless ``emulate_cuda=False``; ``skip``: features of ``cuda.FEATURES`` left at CPU's)
+    and the method's optimizer is made as it would be there.
     Yields ``(optimizer, mode)``: the prediction's step, and the diagnostic's labelled one."""
     mode = fake_mode()
     fakeify(built.model, mode)
     built.batch = _fake_batch(built.batch, mode)
-    with mode, (cuda_emulation() if emulate_cuda else contextlib.nullcontext()):
+    with mode, (cuda_emulation(skip) if emulate_cuda else contextlib.nullcontext()):
         yield built.method.make_optimizer(built.model, foreach=True if emulate_cuda else None), mode
 
 
 @frozen_gc()
 def predict_built(built: Built, plain: torch.nn.Module | None = None,
-                  emulate_cuda: bool = True) -> dict[str, Any]:
+                  emulate_cuda: bool = True, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """Deterministic figures of a built case (the model is turned fake in place).
 
     ``emulate_cuda=False`` keeps CPU's choices (the fake peak then equals the real CPU
-    tracker's peak, which the tests check).
+    tracker's peak, which the tests check); ``skip`` leaves only the named features of
+    ``cuda.FEATURES`` at CPU's (what one of them moves).
     """
     metrics: dict[str, Any] = dict(count_params(built.model))
     autocast = autocast_for(built.case, "cpu")
-    with fake_step(built, emulate_cuda) as (optimizer, mode):
+    with fake_step(built, emulate_cuda, skip) as (optimizer, mode):
         flops, reads = FlopHooks(), BackwardReadHooks(built.model)
         # Warm-up step: creates the optimizer state (steady state) and counts FLOPs / reads.
         step_fn(built, optimizer, ChainHooks(flops, reads, autocast=autocast))()
@@ -66,11 +70,12 @@ def predict_built(built: Built, plain: torch.nn.Module | None = None,
     if reads.ran_backward:  # "reached by the gradient" means nothing without a backward
         metrics["params_with_grad"] = reads.with_grad
     if plain is not None:
-        metrics["predicted_inference_peak_bytes"] = predict_inference(built, plain, mode, emulate_cuda)
+        metrics["predicted_inference_peak_bytes"] = predict_inference(built, plain, mode, emulate_cuda, skip)
     return metrics
 
 
-def predict_inference(built: Built, plain: torch.nn.Module, mode: Any, emulate_cuda: bool = True) -> int:
+def predict_inference(built: Built, plain: torch.nn.Module, mode: Any, emulate_cuda: bool = True,
+                      skip: tuple[str, ...] = ()) -> int:
     """Predicted peak of a no-grad eval forward of the same batch on the untouched backbone."""
     fakeify(plain, mode)
     plain.eval()
@@ -80,7 +85,7 @@ def predict_inference(built: Built, plain: torch.nn.Module, mode: Any, emulate_c
         with torch.no_grad(), ChainHooks(autocast=autocast).phase("forward"):
             built.objective.logits(plain, built.batch)
 
-    with mode, (cuda_emulation() if emulate_cuda else contextlib.nullcontext()):
+    with mode, (cuda_emulation(skip) if emulate_cuda else contextlib.nullcontext()):
         return tracked_peak(forward, plain, list(built.batch.values()))["peak_bytes"]
 
 
