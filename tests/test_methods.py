@@ -249,10 +249,18 @@ def test_team_side_lora_has_lora_blocks_gradients_and_the_detached_form_does_not
     assert first and any(not torch.allclose(detached[n], reference[n], rtol=1e-2, atol=1e-6) for n in first)
 
 
-def test_team_side_lora_reads_the_frozen_weights_in_backward() -> None:
-    """The team form's backward multiplies by the merged weight: every frozen block weight is
-    read, as in LoRA; the detached form reads none of them."""
-    team, hooks = _run_step(Case("side_lora", "tiny-bert", 2, 8, overrides=(("backward", "team"),)))
-    assert hooks.reads.frozen_read()
+def test_team_side_lora_multiplies_by_a_merged_copy_and_forms_the_full_weight_gradient() -> None:
+    """The team form's backward reads no frozen weight's storage (it multiplies by W + s B A, a
+    weight-sized copy made in forward), and it forms each adapted Linear's full d_out x d_in weight
+    gradient before reducing it to A and B: more backward FLOPs than lora_blocks, which reads W."""
+    from spbench.measure.predict import predict
+
+    _, hooks = _run_step(Case("side_lora", "tiny-bert", 2, 8, overrides=(("backward", "team"),)))
+    assert not [n for n in hooks.reads.frozen_read() if n.endswith("base_layer.weight")]
+    _, lora_hooks = _run_step(Case("lora_blocks", "tiny-bert", 2, 8))
+    assert [n for n in lora_hooks.reads.frozen_read() if n.endswith("base_layer.weight")]
+    team, _ = predict(Case("side_lora_team", "tiny-roberta", 2, 16))
+    lora, _ = predict(Case("lora_blocks", "tiny-roberta", 2, 16))
+    assert team["flops_backward"] > lora["flops_backward"]
     with pytest.raises(InputError, match="backward"):
         build(Case("side_lora", "tiny-bert", 2, 8, overrides=(("backward", "nope"),)))

@@ -8,10 +8,12 @@ The slides' sentence and the team's code are two different optimisers, and both 
 - ``backward="team"`` (the team's code, ``code/models/lora.py`` with ``buffer_original``):
   every adapted Linear computes ``F.linear(x, W + (alpha / r) B A, b)`` in one call, W frozen.
   Its gradients are exactly LoRA's (dL/dx = (W + s B A)^T dL/dy = W^T dL/dy + s A^T B^T dL/dy;
-  dL/dA, dL/dB through the merged weight's gradient), so it trains as ``lora_blocks`` does;
-  backward reads W and forms the full d_out x d_in weight gradient before reducing it to A and
-  B, and forward keeps the merged weight for backward: time and memory are its own. ``scope``
-  does not apply (nothing is detached).
+  dL/dA, dL/dB through the merged weight's gradient), so it trains as ``lora_blocks`` does.
+  Its time and memory are its own: forward makes a weight-sized copy W + s B A per layer and
+  keeps it for backward; backward multiplies by that copy (W's own storage is not read: the
+  slides' "64% fewer parameters in the gradient computation" holds in that sense) and forms the
+  full d_out x d_in weight gradient before reducing it to A and B (more backward FLOPs than
+  LoRA). ``scope`` does not apply (nothing is detached).
 
 The detached form: every frozen Linear inside the transformer blocks computes from a
 *detached* input,
@@ -45,7 +47,7 @@ adapters, classifier (DistilBERT's pre_classifier too) and every LayerNorm; Adam
 weight decay 0.01, linear decay with 6% warmup, 5 epochs, batch 16. Deviations:
 - The gradient path of the default form. That code computes ``F.linear(x, W + B A / r)`` with
   W a buffer, whose backward still multiplies by the merged weight and forms the full weight
-  gradient: W is read by backward and the backward FLOPs stay LoRA's (``backward="team"``
+  gradient, so the gradient is LoRA's and the backward FLOPs exceed LoRA's (``backward="team"``
   reproduces it). The default implements the slides' stated idea (backprop only through the
   LoRA layers); the team's own figures (no memory saving, 11% less run time than LoRA) fit
   their code, not the idea.
