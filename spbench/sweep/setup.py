@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class Setup:
     sst2_dir: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        check_ranges(trials=self.trials, warmup=self.warmup, clip=self.clip)
         if self.sampler not in SAMPLERS[1:]:
             raise InputError(f"sampler {self.sampler!r}: choose grid, tpe or nsga2")
         if self.sampler != "grid" and not self.trials:
@@ -126,6 +128,22 @@ class Setup:
                 "sampler": self.sampler, "trials": self.trials, "pareto": self.pareto, "units": self.units,
                 "pruner": self.pruner, "select_on": self.select_on,
                 "space": {p.name: {"space": p.describe(), "grid": list(p.grid)} for p in self.params}}
+
+
+def check_ranges(*, trials: int | None = None, warmup: float | None = None, clip: float | None = None,
+                 workers: int | None = None) -> None:
+    """The values that parse but cannot be: refused before a sweep opens its storage (``None``:
+    not given). ``--clip 0`` means no clipping; a negative or non-finite one means nothing."""
+    if trials is not None and trials < 1:
+        raise InputError(f"--trials must be at least 1, not {trials}")
+    if warmup is not None and not 0 <= warmup < 1:  # also refuses nan
+        raise InputError(f"--warmup must be a share of the steps in [0, 1), not {warmup:g}")
+    if clip is not None and not (math.isfinite(clip) and clip >= 0):
+        raise InputError(f"--clip must be a finite max gradient norm >= 0 (0: none), not {clip:g}")
+    if workers is not None:
+        cores = os.cpu_count() or 1
+        if not 1 <= workers <= cores:
+            raise InputError(f"--workers must be between 1 and the {cores} CPU core(s) here, not {workers}")
 
 
 def _default_rest() -> dict[str, Any]:
