@@ -295,6 +295,32 @@ def group_title(row: Row) -> str:
     return ", ".join(parts)
 
 
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file: the same resolved path, or (both existing) one inode,
+    as a hard link or a bind mount make."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def refuse_overwriting(outputs: dict[str, str | None], inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse an output (``{option: path}``) that is one of the inputs or another output: the
+    write would destroy what is being read, or one output would replace the other."""
+    # /dev/null, /dev/stdout and other special files are written through, never replaced
+    given = [(option, path) for option, path in outputs.items()
+             if path and not (Path(path).exists() and not Path(path).is_file())]
+    for option, path in given:
+        clash = next((str(p) for p in inputs if same_file(path, p)), None)
+        if clash is not None:
+            raise InputError(f"{option} {path} is the input {clash}: writing it would destroy it; "
+                             "write somewhere else")
+    for i, (option, path) in enumerate(given):
+        for other, other_path in given[i + 1:]:
+            if same_file(path, other_path):
+                raise InputError(f"{option} and {other} both name {path}: one would replace the other")
+
+
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
     """Write via a temporary file in the same folder and a rename: never a half-written file."""
     target = Path(path)
