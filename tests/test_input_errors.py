@@ -42,6 +42,10 @@ MALFORMED = {
     "stages is 'x', not a list or null": _info("stages", "x"),
     "train_config is 'x', not an object or null": _info("train_config", "x"),
     "predicted_cuda_peak_bytes is '12', not a number": _info("predicted_cuda_peak_bytes", "12"),
+    "predicted_cuda_peak_bytes is -1024, below 0": _info("predicted_cuda_peak_bytes", -1024),
+    "mem_params_bytes is -1, below 0": _info("mem_params_bytes", -1),
+    "sst2_accuracy is 1.7, outside [0, 1]": _info("sst2_accuracy", 1.7),
+    "val_accuracy is -0.1, outside [0, 1]": _info("val_accuracy", -0.1),
 }
 
 
