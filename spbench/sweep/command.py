@@ -50,7 +50,7 @@ a configuration is chosen at the full budget for a fraction of a full grid's cos
 Storage and resuming: the default is an Optuna journal file OUT/sweep.journal. Run the same
 command again after Ctrl-C, a crash or a reboot: finished trials never run again (every trial
 is keyed by its configuration and seed; a duplicate is pruned before training), interrupted
-ones run again. --storage postgresql://USER@HOST/DB shares one study between machines: run the
+ones run again; a last journal line cut short by a crash is dropped with a warning. --storage postgresql://USER@HOST/DB shares one study between machines: run the
 same command on each (Optuna's heartbeat fails a trial whose worker dies and queues it again).
 --workers N starts N local processes that share torch's threads (each gets 1/N of them; on 2
 cores, two 1-thread workers trained 1.2x the examples/s of one 2-thread worker); a killed
