@@ -155,14 +155,14 @@ def _once(records: list[Record], duplicates: list[str]) -> list[Record]:
             out.append(rec)
         elif _run_key(first.result) == _run_key(res):
             where = f"twice in {rec.source}" if first.source == rec.source else f"in {rec.source}, as in {first.source}"
-            duplicates.append(f"{what_run(rec)} {where}")
+            duplicates.append(f"{_what_run(rec)} {where}")
         else:
-            raise InputError(f"{what_run(rec)} has two different results ({first.source}: {first.name!r}, "
+            raise InputError(f"{_what_run(rec)} has two different results ({first.source}: {first.name!r}, "
                              f"{rec.source}: {rec.name!r}); keep one run per seed, or report them separately")
     return out
 
 
-def what_run(rec: Record) -> str:
+def _what_run(rec: Record) -> str:
     seed = (rec.result.train_config or {}).get("seed")
     return f"case {rec.case_id} on {rec.result.device}" + (f" seed {seed}" if seed is not None else "")
 
