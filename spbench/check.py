@@ -193,9 +193,11 @@ def baseline_document(doc: dict[str, Any], records: list[Any]) -> dict[str, Any]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from spbench.reporting.results import load, schema_version
+    from spbench.reporting.results import load, refuse_overwriting, schema_version
 
     tolerance = parse_tolerance(args.tolerance)
+    if args.update:
+        refuse_overwriting({"--baseline": args.baseline}, [args.current])
     _, cur_records = load([args.current])
     cur = gated(cur_records)
     if not cur:

@@ -17,6 +17,7 @@ Bump ``SCHEMA_VERSION`` whenever measuring code changes what a number means: ``r
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,16 @@ class Metric:
     higher_is_better: bool | None  # None: describes the run, neither better nor worse
     label: str
     deterministic: bool = False  # the same on every machine: gated by ``spbench check``
+
+    def impossible(self, value: float) -> str:
+        """Why a finite ``value`` cannot be a figure of this metric ("" when it can): every unit
+        counts up from 0, and a ratio (accuracy, F1) ends at 1. NaN and infinity are left to
+        the reader (``spbench check`` fails them as not finite)."""
+        if not math.isfinite(value):
+            return ""
+        if self.unit == "ratio":
+            return "" if 0 <= value <= 1 else "outside [0, 1] (a ratio, not a percentage)"
+        return f"below 0 ({self.unit} cannot be negative)" if value < 0 else ""
 
 
 METRICS: dict[str, Metric] = {
@@ -102,9 +113,12 @@ def check_types(info: dict[str, Any]) -> None:
     for i, stage in enumerate(info.get("stages") or []):
         if not isinstance(stage, dict):
             raise InputError(f"stages[{i}] is {stage!r:.40}, not an object")
-    for key in METRICS.keys() & info.keys():
+    for key in sorted(METRICS.keys() & info.keys()):
         if not isinstance(info[key], (int, float)) or isinstance(info[key], bool):
             raise InputError(f"{key} is {info[key]!r:.40}, not a number")
+        why = METRICS[key].impossible(info[key])
+        if why:
+            raise InputError(f"{key} is {info[key]!r}, {why}")
 
 
 @dataclass

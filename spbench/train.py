@@ -66,7 +66,7 @@ class Budget:
 
     def __post_init__(self) -> None:
         given = [v for v in (self.examples, self.steps, self.epochs) if v is not None]
-        if len(given) != 1 or given[0] <= 0:
+        if len(given) != 1 or not math.isfinite(given[0]) or given[0] <= 0:  # nan <= 0 is False
             raise InputError("a budget is exactly one positive amount: examples=N, steps=N or epochs=X")
 
     @classmethod
@@ -77,9 +77,12 @@ class Budget:
         if not sep or key not in ("examples", "steps", "epochs"):
             raise InputError(f"budget {text!r}: write examples=N, steps=N or epochs=X")
         try:
-            return cls(**{key: float(value) if key == "epochs" else int(value)})
+            amount = float(value) if key == "epochs" else int(value)
         except ValueError:
             raise InputError(f"budget {text!r}: {value!r} is not a positive number") from None
+        if not math.isfinite(amount) or amount <= 0:
+            raise InputError(f"budget {text!r}: {value.strip()!r} is not a positive finite number")
+        return cls(**{key: amount})
 
     def total_steps(self, n_train: int, batch_size: int) -> int:
         if self.steps is not None:

@@ -91,3 +91,25 @@ def test_a_failed_rename_leaves_the_previous_file_and_no_temporary(
     assert code == 2 and "cross-device" in capsys.readouterr().err
     assert target.read_text() == "previous report\n"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_two_writers_of_one_file_never_share_a_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second writer that finishes while the first is between its write and its rename must
+    not touch the first one's temporary: each call gets its own (two ``--output`` runs at once)."""
+    from spbench.reporting.results import write_atomic
+
+    target = tmp_path / "report.md"
+    real_replace = os.replace
+    temporaries: list[str] = []
+
+    def interleave(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        temporaries.append(os.fspath(src))
+        if len(temporaries) == 1:  # the first writer, about to rename: the second one runs now
+            write_atomic(target, "second writer\n")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interleave)
+    write_atomic(target, "first writer\n")
+    assert len(set(temporaries)) == 2  # one temporary per call
+    assert target.read_text() == "first writer\n"  # the last rename wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]

@@ -5,6 +5,7 @@ option, exit code 2."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,10 @@ MALFORMED = {
     "stages is 'x', not a list or null": _info("stages", "x"),
     "train_config is 'x', not an object or null": _info("train_config", "x"),
     "predicted_cuda_peak_bytes is '12', not a number": _info("predicted_cuda_peak_bytes", "12"),
+    "predicted_cuda_peak_bytes is -1024, below 0": _info("predicted_cuda_peak_bytes", -1024),
+    "mem_params_bytes is -1, below 0": _info("mem_params_bytes", -1),
+    "sst2_accuracy is 1.7, outside [0, 1]": _info("sst2_accuracy", 1.7),
+    "val_accuracy is -0.1, outside [0, 1]": _info("val_accuracy", -0.1),
 }
 
 
@@ -79,3 +84,44 @@ def test_outputs_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureFi
     assert a_file.read_text() == ""
     gpu = _cli("benchmarks/gpu/run.py", "--out", str(a_file), "--device", "cpu", "--tiny")
     assert gpu.returncode == 2 and f"--out {a_file}" in gpu.stderr and "Traceback" not in gpu.stderr
+
+
+SWEEP_OUT_OF_RANGE = {
+    "--clip=-1": (["--clip=-1"], "--clip must be"),
+    "--clip nan": (["--clip", "nan"], "--clip must be"),
+    "--trials 0": (["--trials", "0"], "--trials must be at least 1, not 0"),
+    "--trials -2 (tpe)": (["--sampler", "tpe", "--trials", "-2"], "--trials must be at least 1, not -2"),
+    "--warmup 1": (["--warmup", "1"], "--warmup must be"),
+    "--warmup -0.1": (["--warmup=-0.1"], "--warmup must be"),
+    "--budget epochs=nan": (["--budget", "epochs=nan"], "budget 'epochs=nan'"),
+    "--budget epochs=inf": (["--budget", "epochs=inf"], "budget 'epochs=inf'"),
+    "--workers above the cores": (["--workers", str((os.cpu_count() or 1) + 1)], "--workers"),
+}
+
+
+@pytest.mark.parametrize("name", list(SWEEP_OUT_OF_RANGE))
+def test_sweep_values_out_of_range_are_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              name: str) -> None:
+    extra, message = SWEEP_OUT_OF_RANGE[name]
+    code = main(["sweep", "--method", "lora", "--grid", "lr=1e-4", "--out", str(tmp_path), "--status", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "sweep.journal").exists()  # refused before the storage was opened
+
+
+def test_outputs_that_are_inputs_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data.json"
+    data.write_bytes(FIXTURE.read_bytes())
+    (tmp_path / "link.json").symlink_to(data)
+    for argv in (["report", str(data), "--output", str(data)],
+                 ["report", str(data), "--plot", str(data)],
+                 ["report", str(FIXTURE), str(data), "--output", str(tmp_path / "sub" / ".." / "data.json")],
+                 ["report", str(tmp_path / "link.json"), "--output", str(data)],
+                 ["report", str(FIXTURE), "--output", str(tmp_path / "r.png"), "--plot", str(tmp_path / "r.png")],
+                 ["check", str(data), "--baseline", str(data), "--update"],
+                 ["check", str(tmp_path / "link.json"), "--baseline", str(data), "--update"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ("data.json" in err or "r.png" in err), err
+        assert data.read_bytes() == FIXTURE.read_bytes(), argv
+    assert not (tmp_path / "r.png").exists()

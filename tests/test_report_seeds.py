@@ -158,3 +158,28 @@ def test_a_collapsed_run_stands_out_and_is_not_averaged(tmp_path: Path) -> None:
     row = next(line for line in text.splitlines() if line.startswith("| lora "))
     assert "80.00 (1)" in row  # the collapsed seed is not in the mean
     assert "seed 1: collapsed: predicts class 1 for all dev examples" in text
+
+
+def test_a_run_given_twice_counts_once_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from spbench.cli import main
+
+    path = write(tmp_path / "s.json", [run("3e-4", 0, 0.84), run("3e-4", 1, 0.86, trial=1)])
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(Path(path).read_bytes())
+    for again in (path, str(tmp_path / "." / "s.json"), str(copy)):  # the file twice, or the same runs twice
+        assert main(["report", path, again]) == 0
+        out, err = capsys.readouterr()
+        row = next(line for line in out.splitlines() if line.startswith("| lora"))
+        assert "85.00 ± 1.41 (2)" in row, row  # two seeds, not four
+        warning = [line for line in err.splitlines() if "warning" in line]
+        assert len(warning) == 1 and "duplicate" in warning[0] and again in warning[0], err
+
+
+def test_one_seed_with_two_different_results_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from spbench.cli import main
+
+    first = write(tmp_path / "a.json", [run("3e-4", 0, 0.84)])
+    second = write(tmp_path / "b.json", [run("3e-4", 0, 0.88)])
+    assert main(["report", first, second]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "seed 0" in err and first in err and second in err, err

@@ -240,3 +240,14 @@ def test_pareto_sweep_with_nsga2_starts_from_the_defaults_and_reports_the_front(
     doc = json.loads((tmp_path / "t.json").read_text())
     assert sum(b["extra_info"]["device"] == "predicted-cuda" for b in doc["benchmarks"]) == len({
         (t.params["lr"], t.params["r"]) for t in done})
+
+
+def test_a_sweep_whose_every_trial_failed_exits_non_zero(tiny: dict[str, str], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from spbench.cli import main
+
+    code = main(command(tiny, tmp_path, "--grid", "lr=1e-4,3e-4", "--set", "targets=no_such_module",
+                        "--budget", "steps=2")[3:])
+    out, err = capsys.readouterr()
+    assert out.count(": failed: ") == 2  # each trial says why
+    assert code == 1 and "every trial failed (2 of 2)" in err, (out, err)

@@ -50,12 +50,13 @@ def render(args: argparse.Namespace) -> str:
     """The report text for ``args`` ("" for the terminal format printed straight to stdout)."""
     from spbench.reporting import render as r
     from spbench.reporting import tables
-    from spbench.reporting.results import load
+    from spbench.reporting.results import load, refuse_overwriting
     from spbench.reporting.seeds import merge_over_seeds
     from spbench.reporting.sweep import trial_tables
 
     if args.compare and args.baseline:
         raise InputError("--compare and --baseline are separate views; pass one of them")
+    refuse_overwriting({"--output": args.output, "--plot": args.plot}, args.files)
     sources, records = load(args.files)
     if args.claims:
         if args.compare or args.baseline or args.plot or args.format != "markdown":

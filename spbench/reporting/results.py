@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,17 +108,69 @@ def records_of(doc: dict[str, Any], source: str) -> list[Record]:
 
 
 def load(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Source], list[Record]]:
-    """Read every file; refuse a mix of schema versions (within or across files)."""
+    """Read every file; refuse a mix of schema versions (within or across files). A file given
+    twice is read once and a run found twice counts once (a warning names them), so no seed is
+    averaged twice."""
     sources, records = [], []
+    read: list[str] = []
+    duplicates: list[str] = []
     for path in paths:
+        again = next((p for p in read if same_file(p, path)), None)
+        if again is not None:
+            duplicates.append(f"{path} (the file {again} again)")
+            continue
+        read.append(str(path))
         doc = read_json(path)
         commit = doc.get("commit_info") or {}
         cid = str(commit.get("id") or "")[:10]
         sources.append(Source(str(path), _describe_machine(doc.get("machine_info") or {}),
                               cid + (" (dirty)" if commit.get("dirty") else ""), str(doc.get("datetime", ""))))
         records += records_of(doc, str(path))
+    records = _once(records, duplicates)
+    if duplicates:
+        shown = "; ".join(duplicates[:3]) + (f"; and {len(duplicates) - 3} more" if len(duplicates) > 3 else "")
+        print(f"spbench: warning: {len(duplicates)} duplicate(s) counted once: {shown}", file=sys.stderr)
     schema_version(records)
     return sources, records
+
+
+def _once(records: list[Record], duplicates: list[str]) -> list[Record]:
+    """``records`` with each training run once, a run being its identity, training setup and
+    seed: the same run twice is dropped (named in ``duplicates``), one seed with two different
+    results is refused, as no mean over seeds can hold both. Other records (a benchmark step,
+    a prediction) count nothing: identical copies merge into one row as they are."""
+    kept: dict[str, Record] = {}
+    out = []
+    for rec in records:
+        res = rec.result
+        seed = (res.train_config or {}).get("seed")
+        if seed is None:
+            out.append(rec)
+            continue
+        setup = {k: v for k, v in (res.train_config or {}).items() if k != "seed"}
+        key = json.dumps([res.identity(), setup, seed], sort_keys=True, default=str)
+        first = kept.get(key)
+        if first is None:
+            kept[key] = rec
+            out.append(rec)
+        elif _run_key(first.result) == _run_key(res):
+            where = f"twice in {rec.source}" if first.source == rec.source else f"in {rec.source}, as in {first.source}"
+            duplicates.append(f"{_what_run(rec)} {where}")
+        else:
+            raise InputError(f"{_what_run(rec)} has two different results ({first.source}: {first.name!r}, "
+                             f"{rec.source}: {rec.name!r}); keep one run per seed, or report them separately")
+    return out
+
+
+def _what_run(rec: Record) -> str:
+    seed = (rec.result.train_config or {}).get("seed")
+    return f"case {rec.case_id} on {rec.result.device}" + (f" seed {seed}" if seed is not None else "")
+
+
+def _run_key(res: Result) -> str:
+    """What one run measured: its status, figures and training record (not its notes or name)."""
+    return json.dumps([res.status, res.reason, res.metrics, res.train_config, res.stages, res.best_step,
+                       res.predictions], sort_keys=True, default=str)
 
 
 def schema_version(records: list[Record]) -> int:
@@ -293,6 +346,32 @@ def group_title(row: Row) -> str:
               if k not in shown and getattr(case, k) != defaults[k]]
     parts.append(f"measured on {row.device}" if row.device else "predicted only")
     return ", ".join(parts)
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file: the same resolved path, or (both existing) one inode,
+    as a hard link or a bind mount make."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def refuse_overwriting(outputs: dict[str, str | None], inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse an output (``{option: path}``) that is one of the inputs or another output: the
+    write would destroy what is being read, or one output would replace the other."""
+    # /dev/null, /dev/stdout and other special files are written through, never replaced
+    given = [(option, path) for option, path in outputs.items()
+             if path and not (Path(path).exists() and not Path(path).is_file())]
+    for option, path in given:
+        clash = next((str(p) for p in inputs if same_file(path, p)), None)
+        if clash is not None:
+            raise InputError(f"{option} {path} is the input {clash}: writing it would destroy it; "
+                             "write somewhere else")
+    for i, (option, path) in enumerate(given):
+        for other, other_path in given[i + 1:]:
+            if same_file(path, other_path):
+                raise InputError(f"{option} and {other} both name {path}: one would replace the other")
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:

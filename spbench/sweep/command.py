@@ -22,7 +22,8 @@ from typing import Any
 
 from spbench.errors import InputError
 from spbench.sweep import interrupt
-from spbench.sweep.setup import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY, PRUNERS, SAMPLERS, Setup, _text
+from spbench.sweep.setup import (DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY, PRUNERS, SAMPLERS, Setup, _text,
+                                 check_ranges)
 
 EXIT_INTERRUPTED = 130
 DESCRIPTION = """\
@@ -49,7 +50,7 @@ a configuration is chosen at the full budget for a fraction of a full grid's cos
 Storage and resuming: the default is an Optuna journal file OUT/sweep.journal. Run the same
 command again after Ctrl-C, a crash or a reboot: finished trials never run again (every trial
 is keyed by its configuration and seed; a duplicate is pruned before training), interrupted
-ones run again. --storage postgresql://USER@HOST/DB shares one study between machines: run the
+ones run again; a last journal line cut short by a crash is dropped with a warning. --storage postgresql://USER@HOST/DB shares one study between machines: run the
 same command on each (Optuna's heartbeat fails a trial whose worker dies and queues it again).
 --workers N starts N local processes that share torch's threads (each gets 1/N of them; on 2
 cores, two 1-thread workers trained 1.2x the examples/s of one 2-thread worker); a killed
@@ -118,22 +119,21 @@ def setup_from(args: argparse.Namespace) -> Setup:
     from spbench.sweep.space import build_space
     from spbench.train import DEFAULT_CLIP, DEFAULT_CPU_BUDGET, DEFAULT_WARMUP, Budget
 
+    check_ranges(trials=args.trials, warmup=args.warmup, clip=args.clip, workers=args.workers)
+    budget = str(Budget.parse(args.budget or DEFAULT_CPU_BUDGET))  # before --best-from opens the storage
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    except ValueError:
+        raise InputError(f"--seeds wants comma-separated integers, not {args.seeds!r}") from None
     cls = methods.get(args.method)
     overrides = method_overrides([args.method], args.set)[args.method]  # checked as every front end checks
     grid = list(args.grid)
     if args.best_from:
         grid += [f"{k}={_text(v)}" for k, v in best_from(args).items()]
     params = tuple(build_space(cls, grid, args.space, fixed=[k for k, _ in overrides]))
-    try:
-        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
-    except ValueError:
-        raise InputError(f"--seeds wants comma-separated integers, not {args.seeds!r}") from None
-    budget = str(Budget.parse(args.budget or DEFAULT_CPU_BUDGET))
     sampler = args.sampler
     if sampler == "auto":
         sampler = "grid" if args.trials is None else ("nsga2" if args.pareto else "tpe")
-    if args.workers < 1:
-        raise InputError(f"--workers must be at least 1, not {args.workers}")
     check_cases([Case(args.method, args.backbone, args.batch_size, args.seq_len, objective=args.objective,
                       device=args.device, dtype=args.dtype, overrides=overrides)])
     return Setup(
@@ -220,6 +220,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     summary.footer(study, setup, result_path)
     if code == EXIT_INTERRUPTED:
         print("interrupted: run the same command again to resume (finished trials are kept)", file=sys.stderr)
+        return code
+    now = plan(study, setup, enqueue=False)  # the footer's trials, counted per unit (configuration, seed)
+    if now.failed and not now.done:
+        print(f"spbench sweep: every trial failed ({now.failed} of {setup.units}): no configuration to "
+              "select; the trials above say why", file=sys.stderr)
+        return code or 1
     return code
 
 

@@ -10,12 +10,15 @@ sampler, worker or machine produced the trial.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from spbench.errors import InputError
 from spbench.sweep.space import Param, grid_size
@@ -57,6 +60,7 @@ class Setup:
     sst2_dir: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        check_ranges(trials=self.trials, warmup=self.warmup, clip=self.clip)
         if self.sampler not in SAMPLERS[1:]:
             raise InputError(f"sampler {self.sampler!r}: choose grid, tpe or nsga2")
         if self.sampler != "grid" and not self.trials:
@@ -126,6 +130,22 @@ class Setup:
                 "space": {p.name: {"space": p.describe(), "grid": list(p.grid)} for p in self.params}}
 
 
+def check_ranges(*, trials: int | None = None, warmup: float | None = None, clip: float | None = None,
+                 workers: int | None = None) -> None:
+    """The values that parse but cannot be: refused before a sweep opens its storage (``None``:
+    not given). ``--clip 0`` means no clipping; a negative or non-finite one means nothing."""
+    if trials is not None and trials < 1:
+        raise InputError(f"--trials must be at least 1, not {trials}")
+    if warmup is not None and not 0 <= warmup < 1:  # also refuses nan
+        raise InputError(f"--warmup must be a share of the steps in [0, 1), not {warmup:g}")
+    if clip is not None and not (math.isfinite(clip) and clip >= 0):
+        raise InputError(f"--clip must be a finite max gradient norm >= 0 (0: none), not {clip:g}")
+    if workers is not None:
+        cores = os.cpu_count() or 1
+        if not 1 <= workers <= cores:
+            raise InputError(f"--workers must be between 1 and the {cores} CPU core(s) here, not {workers}")
+
+
 def _default_rest() -> dict[str, Any]:
     import dataclasses
 
@@ -182,9 +202,75 @@ def open_storage(url: str | None, out: str | os.PathLike[str], heartbeat_s: int 
             raise InputError(f"--storage {_redact(url)}: cannot open the database: {first}") from None
     path = Path(url) if url else Path(out) / JOURNAL_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
+    if path.exists():
+        if not path.is_file():
+            raise InputError(f"--storage {path}: not a file (a journal file path or a database URL)")
+        with _journal_lock(JournalFileSymlinkLock(str(path))):  # Optuna's own lock: no append is under way
+            repair_journal(path)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+# Optuna writes each journal record as one compact JSON object, its op code first.
+_JOURNAL_START = b'{"op_code":'
+
+
+@contextlib.contextmanager
+def _journal_lock(lock: Any) -> Iterator[None]:
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def repair_journal(path: Path) -> None:
+    """Make an Optuna journal file safe to append to, or refuse it.
+
+    Optuna appends whole lines; a crash mid-append leaves a last line cut short, and the next
+    append would land on it, leaving a line no reader can parse. That cut line is dropped here
+    (a warning says how many bytes). A damaged line before the last is an error naming it, and
+    a file that does not start as a journal is refused untouched (a wrong ``--storage``)."""
+    data = path.read_bytes()
+    if not data:
+        return
+    lines = data.splitlines(keepends=True)
+    first = _journal_record(lines[0])
+    if first is None or "op_code" not in first:
+        torn_journal = len(lines) == 1 and not data.endswith(b"\n") and (
+            data.startswith(_JOURNAL_START) or _JOURNAL_START.startswith(data))
+        if not torn_journal:
+            raise InputError(f"--storage {path}: not an Optuna journal (its first line is {_preview(lines[0])}); "
+                             "name a new file, or a journal a sweep wrote")
+    for number, line in enumerate(lines[:-1], start=1):
+        if _journal_record(line) is None:
+            raise InputError(f"{path}: line {number} of {len(lines)} is damaged ({_preview(line)}), not a journal "
+                             "record; restore the file from a copy, or move it aside to start the sweep afresh")
+    last = lines[-1]
+    if _journal_record(last) is not None:
+        return
+    keep = len(data) - len(last)
+    os.truncate(path, keep)
+    print(f"spbench sweep: warning: {path}: its last line was cut short (a write interrupted by a crash); "
+          f"dropped those {len(last)} bytes ({_preview(last)}), kept {len(lines) - 1} whole line(s)",
+          file=sys.stderr, flush=True)
+
+
+def _journal_record(line: bytes) -> dict[str, Any] | None:
+    """The record of one whole journal line (ending in a newline), else None."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _preview(line: bytes) -> str:
+    text = line.decode("utf-8", errors="replace").rstrip("\n")
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _redact(url: str) -> str:
