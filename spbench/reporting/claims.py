@@ -157,7 +157,7 @@ def cost_line(claim: CostClaim, records: list[Record]) -> list[str]:
         return None
 
     a, b = find(claim.a), find(claim.b)
-    where = f"{'predicted CUDA' if claim.device == PREDICTED else 'measured ' + claim.device}, {claim.backbone}"
+    where = claim.backbone if claim.device == PREDICTED else f"on {claim.device}, {claim.backbone}"
     if a is None or b is None:
         return [claim.claim, claim.team, "not measured", "not measured", "—", f"no {claim.metric} ({where})"]
     ratio = b / a if a else float("inf")
