@@ -7,12 +7,15 @@ best fit; splitting; merging within a segment), not taken from the simulator.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from spbench.case import Case
 from spbench.errors import InputError
 from spbench.measure.allocator import Allocator, context_bytes, simulate
 from spbench.measure.predict import predict
+from spbench.measure.snapshot import snapshot
 from spbench.measure.trace import ALLOC, FREE, Trace
 
 MIB = 2**20
@@ -145,3 +148,35 @@ def test_reserved_and_device_totals(predicted: tuple[dict, Trace]) -> None:
     assert reserved % (2 * MIB) == 0  # whole segments
     assert metrics["predicted_cuda_device_bytes"] == reserved + context_bytes("h100")
     assert reserved == simulate(trace.events).peak_reserved
+
+
+def test_snapshot_is_read_by_torchs_own_tools(predicted: tuple[dict, Trace], tmp_path: Any) -> None:
+    # torch's segment summary re-adds every block and raises on a segment or total mismatch;
+    # its trace printer replays the device trace; trace_plot / segment_plot embed it.
+    from torch.cuda import _memory_viz
+
+    metrics, trace = predicted
+    for expandable in (False, True):
+        snap = snapshot(trace, expandable=expandable)
+        reserved = metrics["predicted_cuda_reserved_bytes"] if not expandable else \
+            simulate(trace.events, expandable=True).peak_reserved
+        assert sum(seg["total_size"] for seg in snap["segments"]) == reserved
+        summary = _memory_viz.segsum(snap)
+        assert f"segments: {len(snap['segments'])}" in summary
+        assert "entries" in _memory_viz.trace(snap)
+        assert "<html>" in _memory_viz.trace_plot(snap) and "<html>" in _memory_viz.segment_plot(snap)
+    actions = [e["action"] for e in snapshot(trace)["device_traces"][0]]
+    assert actions.count("alloc") == sum(kind == ALLOC for kind, _, _ in trace.events)
+    assert actions.count("segment_alloc") == simulate(trace.events).segments
+
+
+def test_estimate_writes_a_snapshot(tmp_path: Any) -> None:
+    import pickle
+
+    from spbench.cli import main
+
+    path = tmp_path / "step.pickle"
+    assert main(["estimate", "--method", "lora", "--backbone", "tiny-bert", "--batch-size", "2",
+                 "--seq-len", "8", "--snapshot", str(path)]) == 0
+    snap = pickle.loads(path.read_bytes())
+    assert snap["segments"] and snap["device_traces"][0][0]["action"] == "segment_alloc"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from spbench.errors import InputError
 
@@ -64,11 +64,12 @@ def segment_size(size: int) -> int:
 class Block:
     """A contiguous range of one segment, allocated or cached (free)."""
 
-    __slots__ = ("addr", "size", "allocated", "prev", "next", "segment")
+    __slots__ = ("addr", "size", "allocated", "prev", "next", "segment", "requested")
 
     def __init__(self, addr: int, size: int, segment: int) -> None:
         self.addr, self.size, self.segment = addr, size, segment
         self.allocated = False
+        self.requested = 0  # bytes asked for (allocated blocks)
         self.prev: Block | None = None
         self.next: Block | None = None
 
@@ -109,8 +110,10 @@ class Simulation:
 class Allocator:
     """The caching allocator's state, fed one request or free at a time."""
 
-    def __init__(self, expandable: bool = False, max_split_size: int | None = None) -> None:
+    def __init__(self, expandable: bool = False, max_split_size: int | None = None,
+                 record: list[dict[str, Any]] | None = None) -> None:
         self.expandable = expandable
+        self.record = record  # device trace events, as torch.cuda.memory._snapshot() lists them
         self.max_split = max_split_size
         self.small = _Pool(True, SMALL_BUFFER)
         self.large = _Pool(False, LARGE_BUFFER)
@@ -141,11 +144,15 @@ class Allocator:
                 pool.tail = rest
             pool.insert(rest)
         block.allocated = True
+        block.requested = nbytes
         self.allocated += block.size
+        self._event("alloc", block.addr, block.size)
         return block
 
     def free(self, block: Block) -> None:
         pool = self.small if self._in_small(block) else self.large
+        self._event("free_requested", block.addr, block.size)
+        self._event("free_completed", block.addr, block.size)
         block.allocated = False
         self.allocated -= block.size
         for other in (block.prev, block.next):
@@ -167,6 +174,13 @@ class Allocator:
         pool.insert(block)
 
     # --- rules ----------------------------------------------------------------------------
+
+    def _event(self, action: str, addr: int, size: int) -> None:
+        if self.record is not None:
+            self.record.append({"action": action, "addr": addr, "size": size, "stream": 0, "frames": []})
+
+    def is_small(self, segment: int) -> bool:
+        return segment in self._small_segments
 
     def _in_small(self, block: Block) -> bool:
         return block.segment in self._small_segments
@@ -203,6 +217,8 @@ class Allocator:
         self.heads[block.segment] = block
         if pool.small:
             self._small_segments.add(block.segment)
+        if mapped:
+            self._event("segment_alloc", block.addr, nbytes)
         return block
 
     def _grow(self, pool: _Pool, size: int) -> Block:
@@ -218,16 +234,17 @@ class Allocator:
         else:
             pool.remove(tail)
         pages = -(-(size - tail.size) // pool.page)
+        self._event("segment_map", tail.addr + tail.size, pages * pool.page)
         tail.size += pages * pool.page
         self.reserved += pages * pool.page
         return tail
 
 
-def simulate(trace: Iterable[tuple[str, int, int]], expandable: bool = False, start: int = 0,
-             max_split_size: int | None = None) -> Simulation:
-    """Replay ``(alloc | free, id, bytes)`` events; ``start``: the event where the measured
-    step begins (``step_peak_allocated`` counts from there)."""
-    alloc = Allocator(expandable, max_split_size)
+def replay(trace: Iterable[tuple[str, int, int]], expandable: bool = False, start: int = 0,
+           max_split_size: int | None = None,
+           record: list[dict[str, Any]] | None = None) -> tuple[Simulation, Allocator]:
+    """:func:`simulate`, also returning the allocator in its final state."""
+    alloc = Allocator(expandable, max_split_size, record)
     blocks: dict[int, Block] = {}
     peak = step_peak = 0
     for i, (kind, sid, nbytes) in enumerate(trace):
@@ -240,7 +257,14 @@ def simulate(trace: Iterable[tuple[str, int, int]], expandable: bool = False, st
                 step_peak = max(step_peak, alloc.allocated)
         elif sid in blocks:
             alloc.free(blocks.pop(sid))
-    return Simulation(alloc.reserved, peak, step_peak, alloc.segments)
+    return Simulation(alloc.reserved, peak, step_peak, alloc.segments), alloc
+
+
+def simulate(trace: Iterable[tuple[str, int, int]], expandable: bool = False, start: int = 0,
+             max_split_size: int | None = None) -> Simulation:
+    """Replay ``(alloc | free, id, bytes)`` events; ``start``: the event where the measured
+    step begins (``step_peak_allocated`` counts from there)."""
+    return replay(trace, expandable, start, max_split_size)[0]
 
 
 def context_bytes(card: str) -> int:

@@ -22,7 +22,7 @@ from spbench.case import Built, Case, build
 from spbench.measure.allocator import DEFAULT_CARD, reserved_metrics
 from spbench.measure.flops import FlopHooks
 from spbench.measure.cuda import cuda_emulation
-from spbench.measure.memory import fake_mode, fakeify, frozen_gc, to_fake, tracked_peak
+from spbench.measure.memory import acyclic_grad_hooks, fake_mode, fakeify, frozen_gc, to_fake, tracked_peak
 from spbench.measure.params import BackwardReadHooks, count_params
 from spbench.measure.step import ChainHooks, autocast_for, step_fn
 from spbench.measure.trace import AllocTrace, Trace
@@ -71,7 +71,8 @@ def predict_built(built: Built, plain: torch.nn.Module | None = None,
         recorder.resident(built.model, built.batch.values())  # moved to the device first
         with recorder:
             # Warm-up step: creates the optimizer state (steady state) and counts FLOPs / reads.
-            step_fn(built, optimizer, ChainHooks(flops, reads, autocast=autocast))()
+            with acyclic_grad_hooks():  # its graphs freed when dead, as on the device
+                step_fn(built, optimizer, ChainHooks(flops, reads, autocast=autocast))()
             gc.collect()  # as the measured protocol does before its step (memory.no_gc)
             recorder.mark_step()
             peak = tracked_peak(step_fn(built, optimizer, ChainHooks(autocast=autocast)),
