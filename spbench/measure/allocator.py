@@ -150,7 +150,7 @@ class Allocator:
         return block
 
     def free(self, block: Block) -> None:
-        pool = self.small if self._in_small(block) else self.large
+        pool = self.small if self.is_small(block.segment) else self.large
         self._event("free_requested", block.addr, block.size)
         self._event("free_completed", block.addr, block.size)
         block.allocated = False
@@ -181,9 +181,6 @@ class Allocator:
 
     def is_small(self, segment: int) -> bool:
         return segment in self._small_segments
-
-    def _in_small(self, block: Block) -> bool:
-        return block.segment in self._small_segments
 
     def _best_fit(self, pool: _Pool, size: int) -> Block | None:
         i = bisect.bisect_left(pool.keys, (size, -1))
