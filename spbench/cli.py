@@ -85,17 +85,27 @@ def _estimate(args: argparse.Namespace) -> int:
 
     if args.fit_over and not args.fit:
         raise InputError("--fit-over needs --fit SIZE")
+    if args.fit_on and not args.fit:
+        raise InputError("--fit-on needs --fit SIZE")
+    if args.snapshot and args.fit:
+        raise InputError("--snapshot writes one case's step: not with --fit")
     if args.fit:
         return _fit(args, parse_bytes(args.fit))
     from spbench.measure.predict import predict
     from spbench.result import METRICS, PREDICTED, Result
 
     case = _case(args)
-    metrics, built = predict(case)
+    traces: list[Any] = []
+    metrics, built = predict(case, allocator=args.allocator, card=args.card, traces=traces)
+    if args.snapshot:
+        from spbench.measure.snapshot import write_snapshot
+
+        write_snapshot(traces[0], args.snapshot, expandable=args.allocator == "expandable")
     if args.json:
         print(json.dumps(Result.of(case, PREDICTED, metrics=metrics, notes=built.notes).to_extra_info(), indent=2))
         return 0
-    print(f"{case.id}: predicted CUDA peak of one training step")
+    print(f"{case.id}: predicted CUDA peak of one training step "
+          f"(allocator: {args.allocator}; device total = reserved + {args.card} context)")
     for key, value in metrics.items():
         metric = METRICS[key]
         text = format_bytes(value) if metric.unit == "bytes" else f"{value:,}"
@@ -113,7 +123,8 @@ def _fit(args: argparse.Namespace, budget: int) -> int:
     over = OVER.get(args.fit_over or "batch-size")
     if over is None:
         raise InputError(f"--fit-over takes {' or '.join(OVER)}, not {args.fit_over!r}")
-    answer = fit(_case(args), budget, over, on_probe=lambda p: print(p.line(over), file=sys.stderr))
+    answer = fit(_case(args), budget, over, on_probe=lambda p: print(p.line(over), file=sys.stderr),
+                 on=args.fit_on or "device", allocator=args.allocator, card=args.card)
     print(json.dumps(answer.to_json(), indent=2) if args.json else "\n".join(answer.lines()))
     return 0 if answer.size is not None else 1
 
@@ -156,8 +167,21 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     add_case_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object with DESIGN.md's keys")
     p.add_argument("--fit", metavar="SIZE",
-                   help="answer the largest batch size (at --seq-len) whose predicted peak fits SIZE (e.g. 8GiB), "
-                        "with the peak there and one step up; exit 1 when not even the smallest fits")
+                   help="answer the largest batch size (at --seq-len) whose predicted device total (see --fit-on) "
+                        "fits SIZE (e.g. 8GiB), with the figure there and one step up; exit 1 when not even the "
+                        "smallest fits")
+    p.add_argument("--fit-on", metavar="FIGURE", choices=("allocated", "reserved", "device"),
+                   help="with --fit: the figure held to SIZE: device (default: reserved + the card's context, "
+                        "what a run fails at), reserved (the caching allocator's) or allocated (live tensors)")
+    p.add_argument("--allocator", choices=("default", "expandable"), default="default",
+                   help="caching allocator setting simulated for the reserved bytes: default, or expandable "
+                        "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)")
+    p.add_argument("--snapshot", metavar="FILE",
+                   help="also write the predicted step as a torch.cuda.memory._snapshot() pickle "
+                        "(draw it: python -m torch.cuda._memory_viz trace_plot FILE -o trace.html)")
+    p.add_argument("--card", default="h100",
+                   help="the device whose context (memory outside the allocator) the device total adds: "
+                        "h100, or a size such as 900MiB")
     p.add_argument("--fit-over", metavar="DIM",
                    help="with --fit: batch-size (default) or seq-len (the longest sequence at --batch-size)")
     p.set_defaults(func=cmd_estimate)

@@ -29,6 +29,12 @@ from spbench.case import Case
 from spbench.errors import InputError
 
 OVER = {"batch-size": "batch_size", "seq-len": "seq_len"}  # --fit-over value -> Case field
+# --fit-on value -> the predicted figure held to the budget. A run fails at the device total
+# (the allocator's reserved bytes plus the CUDA context), so that is the default.
+FIT_ON = {"allocated": "predicted_cuda_peak_bytes", "reserved": "predicted_cuda_reserved_bytes",
+          "device": "predicted_cuda_device_bytes"}
+_FIT_ON_WORDS = {"allocated": "CUDA allocated peak", "reserved": "CUDA reserved peak",
+                 "device": "device total (reserved + {card} context)"}
 _SMALLEST = {"batch_size": 1, "seq_len": 2}
 _WORDS = {"batch_size": "batch", "seq_len": "seq"}
 
@@ -64,6 +70,8 @@ class Fit:
     next: Probe  # the next step up from the answer (from nothing: the smallest size)
     bound: str  # "memory", or what else stops the answer from growing
     probes: list[Probe] = field(default_factory=list)
+    on: str = "device"  # which figure of FIT_ON is held to the budget
+    card: str = "h100"
 
     def answer_case(self) -> Case | None:
         return None if self.size is None else dataclasses.replace(self.case, **{self.over: self.size})
@@ -74,8 +82,8 @@ class Fit:
         return {
             "fit_bytes": self.budget, "fit_over": self.over, "fits": self.size is not None,
             **{k: getattr(self.case, k) for k in CASE_FIELDS}, "overrides": dict(self.case.overrides),
-            self.over: self.size, "predicted_cuda_peak_bytes": self.peak,
-            "next": {self.over: self.next.size, "predicted_cuda_peak_bytes": self.next.peak,
+            "fit_on": self.on, self.over: self.size, FIT_ON[self.on]: self.peak,
+            "next": {self.over: self.next.size, FIT_ON[self.on]: self.next.peak,
                      **({"error": self.next.error} if self.next.error else {})},
             "bounded_by": self.bound, "probes": len(self.probes), "schema_version": SCHEMA_VERSION,
         }
@@ -88,8 +96,9 @@ class Fit:
         at = f"seq {self.case.seq_len}" if self.over == "batch_size" else f"batch {self.case.batch_size}"
         word = _WORDS[self.over]
         extra = "".join(f", {part}" for part in self.case.settings(short=False))  # ", bfloat16, gc, r=16"
+        figure = _FIT_ON_WORDS[self.on].format(card=self.card)
         head = f"{self.case.method} on {self.case.backbone}{extra}, {at}: {what} whose predicted " \
-               f"CUDA peak fits {format_bytes(self.budget)}: "
+               f"{figure} fits {format_bytes(self.budget)}: "
         out = [head + (f"{self.size:,}" if self.size is not None else
                        f"none (even {word} {self.next.size:,} does not fit)")]
         if self.size is not None:
@@ -119,10 +128,11 @@ def size_limit(case: Case, config: Any, over: str) -> tuple[int | None, str]:
     return None, ""
 
 
-def predict_peak(case: Case) -> tuple[int, Any]:
-    """Predicted CUDA peak of ``case``'s step, with its batch on the meta device (no real
-    batch, whatever its size); also the backbone's config. The same figure as ``spbench
-    estimate`` gives for the case."""
+def predict_peak(case: Case, on: str = "device", allocator: str = "default",
+                 card: str = "h100") -> tuple[int, Any]:
+    """Predicted figure ``on`` (a key of FIT_ON) of ``case``'s step, with its batch on the meta
+    device (no real batch, whatever its size); also the backbone's config. The same figure as
+    ``spbench estimate`` gives for the case."""
     import torch
 
     from spbench.case import build
@@ -133,7 +143,7 @@ def predict_peak(case: Case) -> tuple[int, Any]:
     with torch.device("meta"):
         built.batch = built.objective.synthetic_batch(built.backbone, case.batch_size, case.seq_len)
     built.case = case
-    return int(predict_built(built)["predicted_cuda_peak_bytes"]), built.backbone.config
+    return int(predict_built(built, allocator=allocator, card=card)[FIT_ON[on]]), built.backbone.config
 
 
 @contextlib.contextmanager
@@ -159,15 +169,22 @@ def _interpolated(low: int, high: int, probes: dict[int, Probe], budget: int) ->
 
 
 def fit(case: Case, budget: int, over: str = "batch_size",
-        on_probe: Callable[[Probe], None] | None = None) -> Fit:
+        on_probe: Callable[[Probe], None] | None = None, on: str = "device",
+        allocator: str = "default", card: str = "h100") -> Fit:
     """The largest ``over`` (``"batch_size"`` or ``"seq_len"``) of ``case`` whose predicted
-    peak fits ``budget`` bytes; the other dimension stays ``case``'s.
+    figure ``on`` (``allocated``, ``reserved`` or ``device``: see FIT_ON) fits ``budget``
+    bytes; the other dimension stays ``case``'s. Reserved bytes grow by whole segments, so
+    with ``on`` reserved or device the peak is monotone in steps, not strictly.
 
     Args:
         on_probe: called with each probe after its prediction (progress).
+        allocator, card: as ``predict_built`` takes them.
     """
     if over not in _SMALLEST:
         raise InputError(f"cannot fit over {over!r}; choose from {', '.join(OVER)}")
+    if on not in FIT_ON:
+        raise InputError(f"--fit-on takes {' or '.join(FIT_ON)}, not {on!r}")
+    opts = {"on": on, "allocator": allocator, "card": card}
     case.validate()
     probes: dict[int, Probe] = {}
     errors: dict[int, Exception] = {}
@@ -177,7 +194,7 @@ def fit(case: Case, budget: int, over: str = "batch_size",
         if size not in probes:
             try:
                 with _quiet_fake_tensors():
-                    peak, config = predict_peak(dataclasses.replace(case, **{over: size}))
+                    peak, config = predict_peak(dataclasses.replace(case, **{over: size}), **opts)
                 probes[size] = Probe(size, peak)
                 if not limit:
                     limit.append(size_limit(case, config, over))
@@ -192,7 +209,7 @@ def fit(case: Case, budget: int, over: str = "batch_size",
     if smallest.error:  # not a size problem: the case itself cannot be predicted
         raise errors[smallest.size]
     if not smallest.fits(budget):
-        return Fit(case, over, budget, None, None, smallest, "memory", list(probes.values()))
+        return Fit(case, over, budget, None, None, smallest, "memory", list(probes.values()), on, card)
     cap, cap_reason = limit[0]
     low, high = smallest.size, smallest.size * 2
     while True:  # doubling: low fits; find a high that does not (or the backbone's limit)
@@ -219,4 +236,4 @@ def fit(case: Case, budget: int, over: str = "batch_size",
     else:
         nxt = probe(low + 1)
         bound = "memory" if nxt.peak is not None else f"a step the prediction cannot run ({nxt.error})"
-    return Fit(case, over, budget, low, probes[low].peak, nxt, bound, list(probes.values()))
+    return Fit(case, over, budget, low, probes[low].peak, nxt, bound, list(probes.values()), on, card)

@@ -56,6 +56,10 @@ METRICS: dict[str, Metric] = {
         Metric("nvml_used_bytes", "bytes", False, "NVML used (CUDA)"),
         Metric("predicted_cuda_peak_bytes", "bytes", False, "peak memory (predicted CUDA)", True),
         Metric("predicted_inference_peak_bytes", "bytes", False, "no-grad forward peak (predicted)", True),
+        # Simulated caching allocator on the step's allocation trace; not gated by the CI
+        # baseline (deterministic=False), which predates them.
+        Metric("predicted_cuda_reserved_bytes", "bytes", False, "reserved peak (predicted CUDA)"),
+        Metric("predicted_cuda_device_bytes", "bytes", False, "device total: reserved + context (predicted)"),
         Metric("mem_params_bytes", "bytes", False, "params", True),
         Metric("mem_grads_bytes", "bytes", False, "grads", True),
         Metric("mem_optimizer_bytes", "bytes", False, "optimizer state", True),

@@ -68,7 +68,7 @@ def test_fit_answers_the_largest_batch_that_fits(capsys: pytest.CaptureFixture[s
 
     five, six = peak(5), peak(6)
     assert five < six  # so 5 is the largest batch within five's peak
-    assert main([*args, "--fit", str(five)]) == 0
+    assert main([*args, "--fit", str(five), "--fit-on", "allocated"]) == 0
     answer = json.loads(capsys.readouterr().out)  # the whole of stdout: one JSON document
     assert (answer["fit_bytes"], answer["batch_size"], answer["predicted_cuda_peak_bytes"]) == (five, 5, five)
     assert answer["next"] == {"batch_size": 6, "predicted_cuda_peak_bytes": six}

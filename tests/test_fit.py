@@ -24,7 +24,7 @@ def fake_peaks(monkeypatch: pytest.MonkeyPatch, peak: Any, config: Any = None) -
     """Replace the prediction by ``peak(case)`` (an exact, monotone stand-in); returns the cases probed."""
     probed: list[Case] = []
 
-    def predict_peak(case: Case) -> tuple[int, Any]:
+    def predict_peak(case: Case, **_: Any) -> tuple[int, Any]:
         probed.append(case)
         return peak(case), config or SimpleNamespace(max_position_embeddings=512, model_type="bert")
 
@@ -79,16 +79,34 @@ def test_the_answer_is_the_real_prediction() -> None:
     case = Case("lora", "tiny-bert", batch_size=3, seq_len=8)
     budget = predict(case)[0]["predicted_cuda_peak_bytes"] + 1
     for over in ("batch_size", "seq_len"):
-        answer = fit(case, budget, over=over)
+        answer = fit(case, budget, over=over, on="allocated")
         assert answer.size is not None and answer.size >= getattr(case, over)
         at_answer = predict(answer.answer_case())[0]["predicted_cuda_peak_bytes"]
         assert answer.peak == at_answer <= budget < answer.next.peak
 
 
+def test_the_device_total_is_fitted_by_default() -> None:
+    """By default the budget holds the device total (reserved + the card's context), and the
+    answer says so; fitting the allocated peak to the same budget answers a larger batch."""
+    from spbench.measure.predict import predict
+
+    case = Case("lora", "tiny-bert", batch_size=3, seq_len=8)
+    budget = predict(case)[0]["predicted_cuda_device_bytes"]
+    answer = fit(case, budget)
+    assert answer.on == "device" and answer.size is not None and answer.size >= 3
+    at_answer = predict(answer.answer_case())[0]
+    assert answer.peak == at_answer["predicted_cuda_device_bytes"] <= budget < answer.next.peak
+    assert "device total" in answer.lines()[0] and answer.to_json()["fit_on"] == "device"
+    reserved = fit(case, at_answer["predicted_cuda_reserved_bytes"], on="reserved")
+    assert reserved.size == answer.size and reserved.peak == at_answer["predicted_cuda_reserved_bytes"]
+
+
 @pytest.mark.parametrize("extra, code, key", [
-    (["--fit", "600KiB"], 0, "batch_size"),
-    (["--fit", "600KiB", "--fit-over", "seq-len"], 0, "seq_len"),
+    (["--fit", "600KiB", "--fit-on", "allocated"], 0, "batch_size"),
+    (["--fit", "600KiB", "--fit-on", "allocated", "--fit-over", "seq-len"], 0, "seq_len"),
+    (["--fit", "1GiB"], 0, "predicted_cuda_device_bytes"),  # the device total, by default
     (["--fit", "1KiB"], 1, "fits"),  # not even batch 1 fits
+    (["--fit", "1GiB", "--fit-on", "width"], 2, "error"),
     (["--fit", "lots"], 2, "error"),
     (["--fit", "1GiB", "--fit-over", "width"], 2, "error"),
     (["--fit-over", "seq-len"], 2, "error"),
@@ -102,7 +120,8 @@ def test_json_output_is_pure_json_in_every_outcome(extra: list[str], code: int, 
     assert key in doc
     assert "Traceback" not in proc.stderr
     if code == 0:
-        assert doc["predicted_cuda_peak_bytes"] <= doc["fit_bytes"] < doc["next"]["predicted_cuda_peak_bytes"]
+        figure = {"allocated": "predicted_cuda_peak_bytes", "device": "predicted_cuda_device_bytes"}[doc["fit_on"]]
+        assert doc[figure] <= doc["fit_bytes"] < doc["next"][figure]
 
 
 def test_the_answer_names_every_case_field(monkeypatch: pytest.MonkeyPatch) -> None:

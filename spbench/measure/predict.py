@@ -12,17 +12,20 @@ predicts the no-grad forward of the same batch on the untouched backbone (the fl
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from spbench.case import Built, Case, build
+from spbench.measure.allocator import DEFAULT_CARD, reserved_metrics
 from spbench.measure.flops import FlopHooks
 from spbench.measure.cuda import cuda_emulation
-from spbench.measure.memory import fake_mode, fakeify, frozen_gc, to_fake, tracked_peak
+from spbench.measure.memory import acyclic_grad_hooks, fake_mode, fakeify, frozen_gc, to_fake, tracked_peak
 from spbench.measure.params import BackwardReadHooks, count_params
 from spbench.measure.step import ChainHooks, autocast_for, step_fn
+from spbench.measure.trace import AllocTrace, Trace
 
 
 def _fake_batch(batch: dict[str, torch.Tensor], mode: Any) -> dict[str, torch.Tensor]:
@@ -47,8 +50,14 @@ def fake_step(built: Built, emulate_cuda: bool = True,
 
 @frozen_gc()
 def predict_built(built: Built, plain: torch.nn.Module | None = None,
-                  emulate_cuda: bool = True, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+                  emulate_cuda: bool = True, skip: tuple[str, ...] = (),
+                  allocator: str = "default", card: str = DEFAULT_CARD,
+                  traces: list[Trace] | None = None) -> dict[str, Any]:
     """Deterministic figures of a built case (the model is turned fake in place).
+
+    ``allocator`` (``default`` | ``expandable``) and ``card`` (a name of
+    ``allocator.CONTEXT_BYTES`` or a byte count) shape the reserved and device-total
+    figures; ``traces``: a list the step's allocation trace is appended to.
 
     ``emulate_cuda=False`` keeps CPU's choices (the fake peak then equals the real CPU
     tracker's peak, which the tests check); ``skip`` leaves only the named features of
@@ -58,11 +67,21 @@ def predict_built(built: Built, plain: torch.nn.Module | None = None,
     autocast = autocast_for(built.case, "cpu")
     with fake_step(built, emulate_cuda, skip) as (optimizer, mode):
         flops, reads = FlopHooks(), BackwardReadHooks(built.model)
-        # Warm-up step: creates the optimizer state (steady state) and counts FLOPs / reads.
-        step_fn(built, optimizer, ChainHooks(flops, reads, autocast=autocast))()
-        peak = tracked_peak(step_fn(built, optimizer, ChainHooks(autocast=autocast)),
-                            built.model, optimizer, list(built.batch.values()))
+        recorder = AllocTrace()
+        recorder.resident(built.model, built.batch.values())  # moved to the device first
+        with recorder:
+            # Warm-up step: creates the optimizer state (steady state) and counts FLOPs / reads.
+            with acyclic_grad_hooks():  # its graphs freed when dead, as on the device
+                step_fn(built, optimizer, ChainHooks(flops, reads, autocast=autocast))()
+            gc.collect()  # as the measured protocol does before its step (memory.no_gc)
+            recorder.mark_step()
+            peak = tracked_peak(step_fn(built, optimizer, ChainHooks(autocast=autocast)),
+                                built.model, optimizer, list(built.batch.values()))
+        trace = recorder.close()
+    if traces is not None:
+        traces.append(trace)
     metrics["predicted_cuda_peak_bytes"] = peak.pop("peak_bytes")
+    metrics.update(reserved_metrics(trace, allocator, card))
     metrics.update(peak)
     metrics["flops_forward"] = flops.flops["forward"]
     metrics["flops_backward"] = flops.flops["backward"]
@@ -89,7 +108,8 @@ def predict_inference(built: Built, plain: torch.nn.Module, mode: Any, emulate_c
         return tracked_peak(forward, plain, list(built.batch.values()))["peak_bytes"]
 
 
-def predict(case: Case) -> tuple[dict[str, Any], Built]:
+def predict(case: Case, allocator: str = "default", card: str = DEFAULT_CARD,
+            traces: list[Trace] | None = None) -> tuple[dict[str, Any], Built]:
     """Predicted figures of ``case``, built on the meta device (no weights drawn or copied)."""
     built, plain = build(case, keep_backbone_copy=True, meta=True)
-    return predict_built(built, plain), built
+    return predict_built(built, plain, allocator=allocator, card=card, traces=traces), built
