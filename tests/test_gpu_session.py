@@ -111,7 +111,7 @@ def test_session_dry_run_on_cpu(tmp_path: Path, sst2_dir: Path) -> None:
         capture_output=True, text=True, env=env, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
-    # What the device tool brings back: at most 8 files, one folder deep, plain names.
+    # What comes back: at most 8 files, one folder deep, plain names.
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert len(files) <= 8 and all(len(f.parts) <= 2 for f in files), files
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for f in files for part in f.parts)

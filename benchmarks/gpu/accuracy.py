@@ -1,4 +1,4 @@
-"""SST-2 accuracy at real budgets on the lent GPU, within a time budget (issue 14, item 3).
+"""SST-2 accuracy at real budgets on a GPU, within a time budget.
 
     python benchmarks/gpu/accuracy.py --out OUT/accuracy --carry gpu-carry --budget-s 200
     python benchmarks/gpu/accuracy.py --out /tmp/acc --carry /tmp/carry --device cpu --tiny   # dry run

@@ -1,4 +1,4 @@
-"""Which allocations make a predicted peak differ from the measured one (issue 14, item 1).
+"""Which allocations make a predicted peak differ from the measured one.
 
     python benchmarks/gpu/diagnose.py --out OUT/diag                               # on the GPU
     python benchmarks/gpu/diagnose.py --out /tmp/diag --device cpu --case lora-tiny-roberta-b4-s32   # dry run

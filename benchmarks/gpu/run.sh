@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU run (issue 7): measured peak VRAM and step time vs the prediction.
+# The GPU matrix: measured peak VRAM and step time vs the prediction.
 #
 #   benchmarks/gpu/run.sh OUT_DIR                       # on a machine with one CUDA GPU
 #   benchmarks/gpu/run.sh OUT_DIR --device cpu --tiny   # dry run here, on tiny models

@@ -1,6 +1,6 @@
-"""The whole GPU session of issue 14 in one command, each phase within its own time budget.
+"""The whole GPU session in one command, each phase within its own time budget.
 
-    benchmarks/gpu/session.sh OUT                          # on the lent GPU (see README)
+    benchmarks/gpu/session.sh OUT                          # on a machine with one CUDA GPU
     benchmarks/gpu/session.sh OUT --device cpu --tiny      # its dry run here (tested)
 
 Phases, from the session's start:
@@ -15,7 +15,7 @@ Phases, from the session's start:
 The early accuracy runs share the GPU with phases 2 and 3: memory figures are per process
 (``max_memory_allocated``, the allocator history) and so unaffected, step times are not
 (``--early ''`` keeps the matrix alone on the GPU). Results land in OUT as at most 8 files,
-one folder deep, what the device tool brings back:
+one folder deep:
 
     OUT/session.log                 everything printed, then each prediction shard's log
     OUT/diag/diagnosis.{md,json}    real vs predicted allocations at the peak

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU session of issue 14 (diagnostic, matrix, accuracy) in one call; see session.py
+# Everything on one GPU (diagnostic, matrix, accuracy), each within its time budget; see session.py
 # and README.md beside this file.
 #
 #   benchmarks/gpu/session.sh OUT_DIR                       # on a machine with one CUDA GPU
