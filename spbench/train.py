@@ -465,7 +465,7 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         budget = Budget(examples=max(1, round(budget.epochs * len(train_idx))))
     order = list(train_idx)
     _random.Random(seed).shuffle(order)  # stage parts: disjoint, seeded (one stage: every row)
-    encoded: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    encoded: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}  # per objective: train, dev
     stages = built.method.stages(built.backbone, built.model, case.objective)
     result = TrainResult()
     spent, used, done_share = 0.0, 0, 0.0
@@ -476,8 +476,8 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         notes.update(objective.notes(built.backbone))
         if stage.objective not in encoded:
             encoded[stage.objective] = (encode_sst2(data["train"], tokenizer, objective, case.seq_len),
-                                        encode_sst2(data["dev"], tokenizer, objective, case.seq_len), [])
-        train_all, dev_rows, _ = encoded[stage.objective]
+                                        encode_sst2(data["dev"], tokenizer, objective, case.seq_len))
+        train_all, dev_rows = encoded[stage.objective]
         last = done_share + stage.share >= 1.0 - 1e-9
         take = len(order) - used if last else max(1, round(stage.share * len(order)))
         part = order[used:used + take]
