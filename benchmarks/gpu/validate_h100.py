@@ -87,28 +87,35 @@ def predict_peak(case: Case, skip: tuple[str, ...]) -> int:
     return int(predict_built(built, skip=skip)["predicted_cuda_peak_bytes"])
 
 
-def _err(pred: int, measured: int) -> float:
+def err(pred: int, measured: int) -> float:
+    """Signed error of a prediction, in % of the measurement."""
     return 100.0 * (pred - measured) / measured
 
 
-def _summary(rows: list[dict[str, Any]]) -> list[list[str]]:
+def error_summary(rows: list[dict[str, Any]], pairs: list[tuple[Any, Any]], decimals: int) -> list[list[str]]:
+    """Per dtype and over all rows: the count, then for each (predicted, measured) getter pair the
+    median absolute error and the worst error in % (rows whose measurement is missing left out)."""
     out = []
     for dtype in [*sorted({r["dtype"] for r in rows}), "all"]:
         group = [r for r in rows if dtype in ("all", r["dtype"])]
         line = [dtype, str(len(group))]
-        for key in ("before", "after"):
-            errs = [_err(r[key], r["measured"]) for r in group]
-            worst = max(errs, key=abs)
-            line += [f"{statistics.median(abs(e) for e in errs):.1f}", f"{worst:+.1f}"]
+        for predicted, measured in pairs:
+            errs = [err(predicted(r), measured(r)) for r in group if measured(r)]
+            line += ([f"{statistics.median(abs(e) for e in errs):.{decimals}f}", f"{max(errs, key=abs):+.{decimals}f}"]
+                     if errs else ["", ""])
         out.append(line)
     return out
+
+
+def _summary(rows: list[dict[str, Any]]) -> list[list[str]]:
+    return error_summary(rows, [(lambda r, k=k: r[k], lambda r: r["measured"]) for k in ("before", "after")], 1)
 
 
 def render(rows: list[dict[str, Any]], skipped: list[str]) -> str:
     table = [[r["case"], f"{r['measured'] / MIB:,.1f}",
               "" if r["then"] is None else f"{r['then'] / MIB:,.1f}",
-              f"{r['before'] / MIB:,.1f}", f"{_err(r['before'], r['measured']):+.1f}",
-              f"{r['after'] / MIB:,.1f}", f"{_err(r['after'], r['measured']):+.1f}",
+              f"{r['before'] / MIB:,.1f}", f"{err(r['before'], r['measured']):+.1f}",
+              f"{r['after'] / MIB:,.1f}", f"{err(r['after'], r['measured']):+.1f}",
               " ".join(f"{k}={v}" for k, v in r["overrides"])] for r in rows]
     lines = [
         "# H100: measured vs predicted allocated peak, with and without CUDA's emulated choices",
@@ -129,7 +136,7 @@ def render(rows: list[dict[str, Any]], skipped: list[str]) -> str:
                  tablefmt="github", disable_numparse=True),
         "",
     ]
-    moved = [f"- `{r['case']}`: {(r['before'] - r['then']) / MIB:+,.1f} MiB ({_err(r['before'], r['then']):+.2f}%)"
+    moved = [f"- `{r['case']}`: {(r['before'] - r['then']) / MIB:+,.1f} MiB ({err(r['before'], r['then']):+.2f}%)"
              for r in rows if r["then"] is not None and r["then"] != r["before"]]
     with_then = sum(r["then"] is not None for r in rows)
     lines += [f"*before* equals *then* to the byte for {with_then - len(moved)} of the {with_then} cases "
@@ -163,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                "before": predict_peak(case, FEATURES), "after": predict_peak(case, ())}
         rows.append(row)
         print(f"{row['case']}: measured {row['measured'] / MIB:,.1f}, "
-              f"before {_err(row['before'], row['measured']):+.1f}%, "
-              f"after {_err(row['after'], row['measured']):+.1f}% ({time.perf_counter() - start:.0f} s)",
+              f"before {err(row['before'], row['measured']):+.1f}%, "
+              f"after {err(row['after'], row['measured']):+.1f}% ({time.perf_counter() - start:.0f} s)",
               file=sys.stderr, flush=True)
     text = render(rows, skipped)
     ns.output.write_text(text)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from validate_h100 import HERE, MIB, case_of  # noqa: E402
+from validate_h100 import HERE, MIB, case_of, err, error_summary  # noqa: E402
 
 from spbench.case import build  # noqa: E402
 from spbench.measure.allocator import CONTEXT_BYTES, simulate  # noqa: E402
@@ -51,20 +50,9 @@ def predict_row(info: dict[str, Any]) -> dict[str, Any] | str:
             "expandable_reserved": expandable.peak_reserved}
 
 
-def _err(pred: int, measured: int) -> float:
-    return 100.0 * (pred - measured) / measured
-
-
 def _summary(rows: list[dict[str, Any]]) -> list[list[str]]:
-    out = []
-    for dtype in [*sorted({r["dtype"] for r in rows}), "all"]:
-        group = [r for r in rows if dtype in ("all", r["dtype"])]
-        line = [dtype, str(len(group))]
-        for key, _ in KEYS:
-            errs = [_err(r["predicted"][key], r["measured"][key]) for r in group if r["measured"][key]]
-            line += [f"{statistics.median(abs(e) for e in errs):.2f}", f"{max(errs, key=abs):+.2f}"] if errs else ["", ""]
-        out.append(line)
-    return out
+    return error_summary(rows, [(lambda r, k=k: r["predicted"][k], lambda r, k=k: r["measured"][k]) for k, _ in KEYS],
+                         2)
 
 
 def render(rows: list[dict[str, Any]], skipped: list[str]) -> str:
@@ -74,7 +62,7 @@ def render(rows: list[dict[str, Any]], skipped: list[str]) -> str:
         line = [r["case"]]
         for key, _ in KEYS:
             line += [f"{m[key] / MIB:,.1f}" if m[key] else "", f"{p[key] / MIB:,.1f}",
-                     f"{_err(p[key], m[key]):+.2f}" if m[key] else ""]
+                     f"{err(p[key], m[key]):+.2f}" if m[key] else ""]
         line.append(f"{r['expandable_reserved'] / MIB:,.1f}")
         table.append(line)
     headers = ["case"] + [f"{key} {what}" for key, _ in KEYS for what in ("measured MiB", "predicted MiB", "%")]
@@ -131,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                     fh.write(json.dumps(row) + "\n")
             if not isinstance(row, str):
                 m, p = row["measured"], row["predicted"]
-                print(f"{row['case']}: reserved {_err(p['reserved'], m['reserved']):+.2f}%, "
-                      f"allocated {_err(p['allocated'], m['allocated']):+.2f}% "
+                print(f"{row['case']}: reserved {err(p['reserved'], m['reserved']):+.2f}%, "
+                      f"allocated {err(p['allocated'], m['allocated']):+.2f}% "
                       f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     text = render(rows, skipped)
     ns.output.write_text(text)
