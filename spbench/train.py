@@ -531,10 +531,10 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
 
 
 def _share(budget: Budget, share: float) -> Budget:
+    """A stage's ``share`` of a steps or examples budget (``run_accuracy`` turns epochs into
+    examples of the rows trained on before the stages split it)."""
     if share >= 1.0:
         return budget
     if budget.steps is not None:
         return Budget(steps=max(1, round(budget.steps * share)))
-    if budget.examples is not None:
-        return Budget(examples=max(1, round(budget.examples * share)))
-    return Budget(epochs=budget.epochs * share)  # type: ignore[operator]
+    return Budget(examples=max(1, round(budget.examples * share)))  # type: ignore[operator]
