@@ -23,7 +23,11 @@ is their own side network with the k=1 attention fusion (``klst --set k=1`` in s
 own side-network deviations) at r=16, lr 1.2e-4, weight decay 0.01, 10 epochs; their stage-2
 classifier reads the sentence inside the prompt template ("[SENTENCE] It was [MASK]."), ours
 the plain sentence. The training budget is split between the stages (``mezo_share``), where
-the team ran each stage to its own budget (stage 1 up to 100k steps).
+the team ran each stage to its own budget (stage 1 up to 100k steps), and on the whole training
+set each; here the stages train on disjoint parts of the rows (stage 2 on what stage 1 did not
+see), so MeZO+LST never trains on more sentences than one method alone. On a backbone without a
+pretrained masked-LM head stage 1 uses the classification objective from a linear-probe head
+(the team's stage 1 is prompt-based on RoBERTa / DistilBERT, whose MLM heads are pretrained).
 
 What a ``mezo_lst`` benchmark case measures: one step of **stage 2** (an LST step on a
 backbone of the same shape; weights do not change memory or time), with the case's objective.
