@@ -147,19 +147,27 @@ def render(rows: list[dict[str, Any]], skipped: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def base_parser(doc: str | None, output: str) -> argparse.ArgumentParser:
+    """The options every validation script shares: the measured run, the table, a case filter."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--measured", type=Path, default=HERE / "measured-cuda.json")
-    parser.add_argument("--output", type=Path, default=HERE / "allocated-error.md")
+    parser.add_argument("--output", type=Path, default=HERE / output)
     parser.add_argument("--only", default="", help="predict only case ids containing this")
-    ns = parser.parse_args(argv)
+    return parser
+
+
+def measured_cases(path: Path, only: str) -> list[dict[str, Any]]:
+    """The ``extra_info`` of every measured case that ran (whose id contains ``only``)."""
+    infos = [bench["extra_info"] for bench in json.loads(path.read_text())["benchmarks"]]
+    return [i for i in infos if i.get("status", "ok") == "ok" and only in i["case_id"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = base_parser(__doc__, "allocated-error.md").parse_args(argv)
     then = predicted_then()
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
-    for bench in json.loads(ns.measured.read_text())["benchmarks"]:
-        info = bench["extra_info"]
-        if info.get("status", "ok") != "ok" or ns.only not in info["case_id"]:
-            continue
+    for info in measured_cases(ns.measured, ns.only):
         case, why = case_of(info)
         if case is None:
             skipped.append(f"- `{info['case_id']}`: {why}")

@@ -14,7 +14,6 @@ Rows are also appended to ``--rows`` (JSON lines) as they come, so a partial run
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from validate_h100 import HERE, MIB, case_of, err, error_summary  # noqa: E402
+from validate_h100 import MIB, base_parser, case_of, err, error_summary, measured_cases  # noqa: E402
 
 from spbench.case import build  # noqa: E402
 from spbench.measure.allocator import CONTEXT_BYTES, simulate  # noqa: E402
@@ -93,12 +92,9 @@ def render(rows: list[dict[str, Any]], skipped: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--measured", type=Path, default=HERE / "measured-cuda.json")
-    parser.add_argument("--output", type=Path, default=HERE / "reserved-error.md")
+    parser = base_parser(__doc__, "reserved-error.md")
     parser.add_argument("--rows", type=Path, default=None, help="append each row here (JSON lines)")
     parser.add_argument("--from-rows", type=Path, default=None, help="render these rows, predict nothing")
-    parser.add_argument("--only", default="", help="predict only case ids containing this")
     ns = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
@@ -107,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             item = json.loads(line)
             (skipped.append if isinstance(item, str) else rows.append)(item)
     else:
-        for bench in json.loads(ns.measured.read_text())["benchmarks"]:
-            info = bench["extra_info"]
-            if info.get("status", "ok") != "ok" or ns.only not in info["case_id"]:
-                continue
+        for info in measured_cases(ns.measured, ns.only):
             start = time.perf_counter()
             row = predict_row(info)
             (skipped.append if isinstance(row, str) else rows.append)(row)
