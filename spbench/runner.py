@@ -196,8 +196,9 @@ class NoResults(Exception):
     """pytest recorded no case: nothing to keep, and nothing replaced."""
 
 
-def ok_cases(path: Path) -> tuple[int, int] | None:
-    """(successful, all) benchmark entries of a pytest-benchmark JSON; None if it is not one."""
+def ok_cases(path: Path) -> tuple[set[str], int] | None:
+    """(names of the successful benchmark entries, number of entries) of a pytest-benchmark
+    JSON; None if it is not one."""
     import json
 
     try:
@@ -206,13 +207,15 @@ def ok_cases(path: Path) -> tuple[int, int] | None:
         return None
     if not isinstance(benchmarks, list):
         return None
-    infos = [b.get("extra_info") if isinstance(b, dict) else None for b in benchmarks]
-    return sum(isinstance(i, dict) and i.get("status", "ok") == "ok" for i in infos), len(benchmarks)
+    ok = {str(b.get("fullname") or b.get("name")) for b in benchmarks
+          if isinstance(b, dict) and isinstance(b.get("extra_info"), dict) and b["extra_info"].get("status", "ok") == "ok"}
+    return ok, len(benchmarks)
 
 
 def _keep_or_replace(partial: Path, final: Path, code: int) -> Path:
-    """Move this run's results to ``final``, unless that would replace a file holding more
-    successful cases: then they go beside it, under a timestamped name, and it is said."""
+    """Move this run's results to ``final``, unless that would lose a successful case of the
+    file there (one this run lacks or failed): then they go beside it, under a timestamped name
+    of their own, and it is said."""
     import time
 
     new = ok_cases(partial) if partial.is_file() else None
@@ -220,11 +223,17 @@ def _keep_or_replace(partial: Path, final: Path, code: int) -> Path:
         raise NoResults(f"pytest exited with {code} and recorded no case (see its output above); "
                         f"{final if final.exists() else 'no result file'} left as it was")
     old = ok_cases(final) if final.exists() else None
-    if old is not None and new[0] < old[0]:
+    lost = old[0] - new[0] if old is not None else set()
+    if lost:
         kept = final
-        final = final.with_name(f"{final.stem}.{time.strftime('%Y%m%d-%H%M%S')}.json")
-        print(f"spbench run: {kept} holds {old[0]} successful case(s), this run {new[0]} of {new[1]}: "
-              f"kept {kept}; this run's results are in {final}", file=sys.stderr)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        final = final.with_name(f"{final.stem}.{stamp}.json")
+        n = 1
+        while final.exists():
+            n += 1
+            final = final.with_name(f"{kept.stem}.{stamp}-{n}.json")
+        print(f"spbench run: {kept} holds {len(old[0])} successful case(s), {len(lost)} of them not in this "
+              f"run's {len(new[0])} of {new[1]}: kept {kept}; this run's results are in {final}", file=sys.stderr)
     partial.replace(final)
     return final
 

@@ -124,8 +124,24 @@ def test_fewer_successful_cases_go_beside_the_old_file(bench: Path, tmp_path: Pa
     assert (out / "cpu.json").read_text() == good  # kept, and said so
     beside = [p for p in out.glob("cpu.*.json")]
     assert len(beside) == 1 and len(json.loads(beside[0].read_text())["benchmarks"]) == 1
-    assert f"holds 3 successful case(s), this run 1 of 1: kept {out / 'cpu.json'}" in proc.stderr
+    assert f"holds 3 successful case(s), 2 of them not in this run's 1 of 1: kept {out / 'cpu.json'}" in proc.stderr
     assert (out / f"{beside[0].stem}-report.md").is_file()
-    # As many successful cases (or more) replace the file as before.
+    # Every successful case of the file again (and more) replaces it.
     again = spbench_run(bench, out, FAKE_INFOS=json.dumps(predicted_infos(4)))
     assert again.returncode == 0 and len(json.loads((out / "cpu.json").read_text())["benchmarks"]) == 4
+
+
+def test_as_many_other_cases_go_beside_the_old_file(bench: Path, tmp_path: Path) -> None:
+    """A run of other cases, as many as the file holds, never replaces it: nothing is lost."""
+    out = tmp_path / "out"
+    infos = predicted_infos(4)
+    assert spbench_run(bench, out, FAKE_INFOS=json.dumps(infos[:2])).returncode == 0
+    good = (out / "cpu.json").read_text()
+    proc = spbench_run(bench, out, FAKE_INFOS=json.dumps(infos[2:]))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "cpu.json").read_text() == good
+    beside = list(out.glob("cpu.*.json"))
+    assert len(beside) == 1, beside
+    assert {b["extra_info"]["case_id"] for b in json.loads(beside[0].read_text())["benchmarks"]} == {
+        i["case_id"] for i in infos[2:]}
+    assert "2 of them not in this run's 2 of 2" in proc.stderr
