@@ -14,8 +14,8 @@ Phases, from the session's start:
 
 The early accuracy runs share the GPU with phases 2 and 3: memory figures are per process
 (``max_memory_allocated``, the allocator history) and so unaffected, step times are not
-(``--early ''`` keeps the matrix alone on the GPU). Results land in OUT as at most 8 files,
-one folder deep:
+(``--early ''`` keeps the matrix alone on the GPU). Results land in OUT as a few files,
+one folder deep (quick to copy back from a remote machine):
 
     OUT/session.log                 everything printed, then each prediction shard's log
     OUT/diag/diagnosis.{md,json}    real vs predicted allocations at the peak
@@ -200,14 +200,14 @@ def main(argv: list[str] | None = None) -> int:
             out.write(f"\n===== matrix/{path.name} =====\n{path.read_text(errors='replace')}")
     shutil.rmtree(work, ignore_errors=True)
     for name, keep in (("diag/diagnosis.md", lambda t: t.startswith(("#", "- "))),
-                       ("matrix/gpu-report.md", lambda t: t.startswith(("Cases compared", "GPU:", "- `"))),
+                       ("matrix/gpu-report.md", lambda t: t.startswith(("GPU:", "- "))),
                        ("accuracy/accuracy.md", lambda t: t.startswith("|"))):
         path = args.out / name
         lines = [t for t in path.read_text().splitlines() if keep(t)] if path.is_file() else ["(not written)"]
         log.line(f"{name}:\n" + "\n".join(lines[:40]), "summary")
     files = sorted(str(p.relative_to(args.out)) for p in args.out.rglob("*") if p.is_file())
     log.line(f"done in {time.time() - begin:.0f} s; {len(files)} files in {args.out}: {', '.join(files)}")
-    return 0 if len(files) <= 8 else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@
 
 One table per (backbone, shape, dtype, objective, measured device): the predicted figures of a
 case join its measured ones, but a CPU and a CUDA measurement never share a column, and files
-of different ``schema_version`` are refused. Output files are written atomically.
+of different ``schema_version`` are refused. Cases measured on a CUDA device are also shown
+beside their prediction, with the error of each figure (:mod:`spbench.reporting.prediction`).
+Output files are written atomically.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def render(args: argparse.Namespace) -> str:
     """The report text for ``args`` ("" for the terminal format printed straight to stdout)."""
     from spbench.reporting import render as r
     from spbench.reporting import tables
+    from spbench.reporting.prediction import prediction_tables
     from spbench.reporting.results import load, refuse_overwriting
     from spbench.reporting.seeds import merge_over_seeds
     from spbench.reporting.sweep import trial_tables
@@ -78,6 +81,7 @@ def render(args: argparse.Namespace) -> str:
               else tables.overview(sources, rows, args.baseline))
     if not args.compare:
         report.tables += trial_tables(records)  # a sweep's studies: every trial, the best configuration
+        report.tables += prediction_tables(records)  # cases measured on CUDA beside their prediction
     report.title += selection_warning(records)
     if args.format == "markdown":
         return r.markdown(report)
