@@ -10,10 +10,10 @@ built the old way, with real random weights and a deep copy of them. ``extra_inf
 wall times and CPU times, their ratio, and whether the figures agree to the byte (asserted: the
 meta build must not move a figure). The new path runs first, so it also pays for the first
 fake-tensor kernels; the ratio is conservative. Both paths share today's tracker, so the ratio
-is the meta build's alone; against the code before issue 12 (whose tracker also walked every
+is the meta build's alone; against the code before the meta build (whose tracker also walked every
 module after every op) time ``spbench estimate`` from both checkouts.
 
-Cases are the memory cases (``--methods``, ``--backbones``, ``--shapes``); issue 12's target
+Cases are the memory cases (``--methods``, ``--backbones``, ``--shapes``); the target
 case is ``--methods klst --backbones roberta-large --shapes 32x512`` (``spbench estimate`` in
 at most 5 s on 2 cores, 49 s before). The old path takes up to minutes per case (it draws
 roberta-large's 355M weights twice), so the module runs only with ``-m predict_path``.

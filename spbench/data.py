@@ -54,12 +54,12 @@ def synthetic_batch(config: Any, batch_size: int, seq_len: int, seed: int = 0,
 # (``--sst2-dir`` / ``$SPBENCH_SST2_DIR``) holding train and dev files with ``sentence`` and
 # ``label`` columns, else from the hub (``glue``/``sst2``). Every problem with a folder is
 # raised here, naming the file and what is wrong, before ``datasets`` can fail deep inside.
-# Without ``datasets`` (the lent GPU machine) a folder's TSV / CSV / JSON-lines splits are
+# Without ``datasets`` (a minimal GPU image, say) a folder's TSV / CSV / JSON-lines splits are
 # read by the standard library instead (``Rows``; ``$SPBENCH_SST2_READER``).
 
 SST2_ENV = "SPBENCH_SST2_DIR"
 # "datasets" | "plain" | "auto" (default): ``datasets`` when it is importable, else the plain
-# reader (a machine without it, such as the lent GPU machine, still reads a local folder).
+# reader (a machine without it still reads a local folder).
 SST2_READER_ENV = "SPBENCH_SST2_READER"
 SST2_COLUMNS = ("sentence", "label")
 # File stems per split, and the ``datasets`` builder (and its options) per file extension.

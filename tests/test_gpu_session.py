@@ -45,7 +45,7 @@ def test_carry_folder_fits_and_loads_as_float32(tmp_path: Path, sst2_dir: Path,
 
     prepare = _import("prepare_carry")
     size = prepare.prepare(tmp_path / "carry", sst2_dir)
-    assert size == prepare.size_of(tmp_path / "carry") < prepare.LIMIT_BYTES
+    assert size == prepare.size_of(tmp_path / "carry") < 56 * 2**20  # minilm-l6 in float16 and SST-2: ~48 MiB
     assert not list(tmp_path.glob("*.partial"))
     folder = tmp_path / "carry" / "minilm-l6"
     from safetensors import safe_open
@@ -63,6 +63,14 @@ def test_carry_folder_fits_and_loads_as_float32(tmp_path: Path, sst2_dir: Path,
     monkeypatch.setenv(backbones.MINILM_ENV, str(tmp_path))
     with pytest.raises(backbones.InputError, match="no config.json"):
         backbones.minilm_path()
+
+
+def test_carry_folder_over_max_mib_fails(tmp_path: Path, sst2_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prepare = _import("prepare_carry")
+    args = ["--tiny", "--out", str(tmp_path / "carry"), "--sst2-dir", str(sst2_dir)]
+    assert prepare.main([*args, "--max-mib", "0.01"]) == 1
+    assert "error: over --max-mib 0.01" in capsys.readouterr().err
+    assert prepare.main([*args, "--max-mib", "1000"]) == 0
 
 
 def test_compare_groups_sizes_present_on_one_side_only() -> None:
