@@ -15,8 +15,8 @@ import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Literal
 
-from spbench.errors import InputError
 from spbench.domains import at_least, check_field, check_fields, hparam, positive
+from spbench.errors import InputError
 from spbench.registry import Registry
 
 if TYPE_CHECKING:

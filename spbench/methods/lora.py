@@ -45,8 +45,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spbench.errors import InputError
 from spbench.domains import at_least, fraction, hparam, positive
+from spbench.errors import InputError
 from spbench.methods.base import Method, head_module_names, register_method
 
 if TYPE_CHECKING:

@@ -56,8 +56,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from spbench.errors import InputError
 from spbench.domains import Domain, at_least, fraction, hparam, odd, positive
+from spbench.errors import InputError
 from spbench.methods.base import Method, register_method
 
 if TYPE_CHECKING:

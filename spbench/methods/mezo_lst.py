@@ -45,8 +45,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Literal
 
-from spbench.errors import InputError
 from spbench.domains import at_least, fraction, hparam, positive
+from spbench.errors import InputError
 from spbench.methods.base import METHODS, NO_HOOKS, Method, Stage, StepHooks, register_method
 
 if TYPE_CHECKING:

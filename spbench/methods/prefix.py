@@ -41,8 +41,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from spbench.errors import InputError
 from spbench.domains import at_least, hparam
+from spbench.errors import InputError
 from spbench.methods.base import Method, head_module_names, register_method, set_trainable
 
 if TYPE_CHECKING:
