@@ -16,50 +16,25 @@ import time
 import pytest
 
 from spbench.errors import InputError
-from spbench.options import DEFAULT_ACCURACY_SHAPE, DEFAULT_BACKBONES, DEFAULT_SHAPES, Options
+from spbench.options import Options, add_options
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("spbench")
-    group.addoption("--methods", default="", help="comma-separated registry keys (default: all)")
-    group.addoption("--backbones", default="",
-                    help=f"comma-separated (default: memory {DEFAULT_BACKBONES['memory']}; "
-                         f"step {DEFAULT_BACKBONES['step']}; accuracy {DEFAULT_BACKBONES['accuracy']})")
-    group.addoption("--shapes", default=DEFAULT_SHAPES, help="BATCHxSEQ list, e.g. 16x128,32x256")
-    group.addoption("--device", default="cpu", help="cpu | cuda | cuda:N (step cases)")
-    group.addoption("--dtypes", default="float32",
-                    help="float32,bfloat16 (autocast),bf16-weights (half weights: methods where sound)")
-    group.addoption("--grad-checkpointing", default="",
-                    help="off,on: activation checkpointing (on: methods whose backward goes through the backbone)")
-    group.addoption("--objective", default="classification", help="classification | prompt")
-    group.addoption("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="method hyperparameter for every method that has it")
+    add_options(group.addoption)  # the options of `spbench run` too, declared once (spbench.options)
     group.addoption("--rounds", type=int, default=3, help="timed rounds per step case")
     group.addoption("--deadline", type=float, default=0.0,
                     help="Unix time after which remaining cases are skipped as over budget (0: none)")
-    # --- accuracy cases (test_accuracy.py: SST-2 training, selected with -m accuracy) ---
-    group.addoption("--sst2-dir", default=None, help="SST-2 folder (else $SPBENCH_SST2_DIR, else the hub)")
-    group.addoption("--budget", default="",
-                    help="accuracy training budget: examples=N | steps=N | epochs=X (default: spbench.train's)")
-    group.addoption("--accuracy-shape", default="",
-                    help=f"BATCHxMAX_LEN of accuracy cases (default {DEFAULT_ACCURACY_SHAPE})")
-    group.addoption("--eval-every", type=int, default=0, help="accuracy: score the validation split every N steps, keep the best (dev is scored once, at the end)")
-    group.addoption("--seed", type=int, default=0, help="accuracy: training seed (weights, dropout, data order)")
 
 
 def options_of(config: pytest.Config) -> Options:
-    return Options(
-        methods=config.getoption("--methods"), backbones=config.getoption("--backbones"),
-        shapes=config.getoption("--shapes"), dtypes=config.getoption("--dtypes"),
-        objective=config.getoption("--objective"), device=config.getoption("--device"),
-        grad_checkpointing=config.getoption("--grad-checkpointing"),
-        sets=tuple(config.getoption("--set")), budget=config.getoption("--budget"),
-        accuracy_shape=config.getoption("--accuracy-shape"), sst2_dir=config.getoption("--sst2-dir"))
+    return Options.read(config.getoption)
 
 
 def accuracy_asked(config: pytest.Config) -> bool:
-    return ("accuracy" in (config.getoption("-m") or "")
-            or any(config.getoption(o) for o in ("--sst2-dir", "--budget", "--accuracy-shape")))
+    """``-m accuracy``, or an option only accuracy cases read."""
+    options = options_of(config)
+    return "accuracy" in (config.getoption("-m") or "") or options.argv(accuracy=True) != options.argv(accuracy=False)
 
 
 CASES = pytest.StashKey[dict]()

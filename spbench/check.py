@@ -9,7 +9,8 @@ the predicted CUDA peak and its breakdown, parameter counts, FLOPs): they are th
 machine, so a change is a change of the code, not noise. pytest-benchmark's own
 ``--benchmark-compare-fail`` only understands timings, which CI machines make noise of.
 
-Cases are matched by ``case_id`` and ``schema_version``. Exit 1, with a table, when a figure got
+Cases are matched by ``case_id`` and the schema version of their figures' meaning; a baseline
+whose figures meant something else (``spbench.result.SCHEMA_CHANGES``) is refused. Exit 1, with a table, when a figure got
 worse (in its declared bad direction) by more than the tolerance, when a case failed, when a
 figure is NaN or infinite on either side, or when a case or figure is missing on either side;
 improvements beyond the tolerance are printed as a note (exit 0: run ``--update`` to lock them
@@ -78,8 +79,8 @@ def parse_tolerance(text: str) -> float:
 
 
 def gated(records: list[Any]) -> dict[tuple[str, int], Figures]:
-    """Deterministic figures by (case_id, schema_version), from the records that hold them."""
-    from spbench.result import METRICS
+    """Deterministic figures by (case_id, the version of their meaning), from the records that hold them."""
+    from spbench.result import METRICS, meaning
 
     out: dict[tuple[str, int], Figures] = {}
     for rec in records:
@@ -87,7 +88,8 @@ def gated(records: list[Any]) -> dict[tuple[str, int], Figures]:
         figures = {k: v for k, v in res.metrics.items() if METRICS[k].deterministic}
         if res.device != GATED_DEVICE and not figures:
             continue  # a measured (timing) record: nothing deterministic in it
-        entry = out.setdefault((rec.case_id, rec.schema_version), Figures(rec.case_id))
+        version = max((meaning(k, res.schema_version) for k in figures), default=res.schema_version)
+        entry = out.setdefault((rec.case_id, version), Figures(rec.case_id))
         for key, value in figures.items():
             if key in entry.metrics and entry.metrics[key] != value:
                 raise InputError(f"{rec.source}: case {rec.case_id} has two values of {key}; one run per file")
@@ -193,7 +195,8 @@ def baseline_document(doc: dict[str, Any], records: list[Any]) -> dict[str, Any]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from spbench.reporting.results import load, refuse_overwriting, schema_version
+    from spbench.reporting.results import load, refuse_overwriting
+    from spbench.result import mixed_meanings
 
     tolerance = parse_tolerance(args.tolerance)
     if args.update:
@@ -205,10 +208,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.update:
         return _update(args, cur_records, cur, tolerance)
     _, base_records = load([args.baseline])
-    vb, vc = schema_version(base_records), schema_version(cur_records)
-    if vb != vc:
-        raise InputError(f"baseline {args.baseline} has schema_version {vb}, {args.current} has {vc}: the "
-                       "measuring code changed what the numbers mean; review, then rerun with --update")
+    why = mixed_meanings([(r.source, r.result) for r in base_records + cur_records])
+    if why:
+        raise InputError(f"{why}; review, then rerun with --update")
     outcome = compare(gated(base_records), cur, tolerance)
     tol = f"{tolerance * 100:g}%"
     if outcome.regressions:
@@ -230,6 +232,7 @@ def _update(args: argparse.Namespace, cur_records: list[Any], cur: dict[tuple[st
     from pathlib import Path
 
     from spbench.reporting.results import load, read_json, schema_version, write_atomic
+    from spbench.result import mixed_meanings
 
     broken = own_failures(cur)
     if broken:
@@ -241,7 +244,7 @@ def _update(args: argparse.Namespace, cur_records: list[Any], cur: dict[tuple[st
     if Path(args.baseline).exists():
         _, base_records = load([args.baseline])
         vb, vc = schema_version(base_records), schema_version(cur_records)
-        if vb != vc:
+        if mixed_meanings([(r.source, r.result) for r in base_records + cur_records]):
             print(f"schema_version {vb} -> {vc}: figures measured by different code are not compared; "
                   "the baseline is replaced")
         else:

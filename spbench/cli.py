@@ -28,19 +28,20 @@ CliError = InputError  # the old name, for code written before spbench.errors; r
 
 
 def add_case_arguments(p: argparse.ArgumentParser, method_required: bool = True) -> None:
+    from spbench.options import add_options
+
     p.add_argument("--method", required=method_required, help="registry key, see `spbench list`")
     p.add_argument("--backbone", default="distilbert-base",
                    help="registry key, local checkpoint folder or hub id (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
     p.add_argument("--seq-len", type=int, default=128, help="default: %(default)s")
-    p.add_argument("--objective", default="classification", help="classification | prompt")
+    add_options(p.add_argument, ["objective"], objective={"default": "classification"})
     p.add_argument("--dtype", default="float32",
                    help="float32 | bfloat16, float16 (autocast) | bf16-weights, fp16-weights (half-precision "
                         "weights, where sound: mezo, lst, klst)")
     p.add_argument("--grad-checkpointing", action="store_true",
                    help="recompute each backbone layer in backward instead of keeping its activations")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                   help="method hyperparameter, repeatable (e.g. --set r=16 --set scope=targets)")
+    add_options(p.add_argument, ["sets"], sets={"help": "method hyperparameter, repeatable (e.g. --set r=16)"})
 
 
 def cmd_list(args: argparse.Namespace) -> int:

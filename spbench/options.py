@@ -10,7 +10,16 @@ value is one line naming the option, exit code 2 (a usage error in pytest), befo
 Checked: every method, backbone (an unreadable checkpoint or an uncached hub id included),
 objective, dtype and device; every shape, also against each backbone's positions; every
 ``--set`` key belongs to at least one selected method (did-you-mean otherwise) and its value
-parses for every method that has it; the accuracy budget, shape and SST-2 folder.
+parses for every method that has it and lies in its field's domain; the accuracy budget,
+shape and SST-2 folder.
+
+Each option is declared once, in :data:`RUN_OPTIONS` (flag, default, type, domain, help): the
+same declaration adds it to ``spbench run``'s parser and to the pytest plugin's
+(``benchmarks/conftest.py``), reads it back from either (:meth:`Options.read`) and writes it
+into the pytest command line ``spbench run`` starts (:meth:`Options.argv`), as
+pytest-benchmark's ``add_global_options`` serves its plugin and its own command line. The
+sweep and ``spbench estimate`` add the options they share (``--set``, ``--objective``, ...)
+from the same table.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from spbench.case import Case
+from spbench.domains import Domain, at_least
 from spbench.errors import InputError
 from spbench.overrides import parse_overrides
 
@@ -122,8 +132,86 @@ def check_cases(cases: list[Case]) -> None:
 
 
 @dataclass(frozen=True)
+class Option:
+    """One run option: its flag, default, type, domain, help, and whether only accuracy cases read it."""
+
+    flag: str
+    help: str
+    default: Any = ""
+    type: type = str
+    domain: Domain | None = None
+    repeat: bool = False  # given once per value (``--set r=16 --set lr=1e-3``)
+    metavar: str | None = None
+    accuracy: bool = False  # passed on to pytest only by an accuracy run (it selects accuracy cases)
+    field: str = ""  # the Options field (default: the flag's dest)
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+    @property
+    def name(self) -> str:
+        return self.field or self.dest
+
+    def add(self, add_argument: Callable[..., Any], **changes: Any) -> None:
+        """Declare it through ``add_argument``: argparse's ``add_argument`` or pytest's ``addoption``."""
+        kwargs: dict[str, Any] = {"default": [] if self.repeat else self.default, "help": self.help}
+        if self.repeat:
+            kwargs["action"] = "append"
+        if self.type is not str:
+            kwargs["type"] = self.type
+        if self.metavar:
+            kwargs["metavar"] = self.metavar
+        add_argument(self.flag, **{**kwargs, **changes})
+
+    def check(self, value: Any) -> None:
+        why = self.domain.why_not(value) if self.domain is not None else ""
+        if why:
+            raise InputError(f"{self.flag} {why}")
+
+    def argv(self, value: Any) -> list[str]:
+        """The arguments that give ``value`` on a command line (none for the default)."""
+        if self.repeat:
+            return [f"{self.flag}={v}" for v in value]
+        return [] if value is None or value == self.default else [f"{self.flag}={value}"]
+
+
+RUN_OPTIONS: tuple[Option, ...] = (
+    Option("--methods", "comma-separated registry keys (default: all)"),
+    Option("--backbones", f"comma-separated backbones (default: memory {DEFAULT_BACKBONES['memory']}; "
+                          f"step {DEFAULT_BACKBONES['step']}; accuracy {DEFAULT_BACKBONES['accuracy']})"),
+    Option("--shapes", f"BATCHxSEQ list, e.g. 16x128,32x256 (default: {DEFAULT_SHAPES})"),
+    Option("--dtypes", "float32 (default), bfloat16 (autocast), bf16-weights (half weights: methods where sound)"),
+    Option("--grad-checkpointing", "activation checkpointing: off (default), on, or off,on (both, where it "
+                                   "applies: methods whose backward goes through the backbone)", metavar="off,on"),
+    Option("--objective", "classification (default) | prompt"),
+    Option("--device", "cpu | cuda | cuda:N: the device of the measured step cases", default="cpu"),
+    Option("--set", "method hyperparameter for every selected method that has it, repeatable "
+                    "(e.g. --set r=16 --set scope=targets)", repeat=True, metavar="KEY=VALUE", field="sets"),
+    Option("--sst2-dir", "SST-2 folder (else $SPBENCH_SST2_DIR, else the hub)", default=None, accuracy=True),
+    Option("--budget", "accuracy: examples=N | steps=N | epochs=X (default: examples=8000)", accuracy=True),
+    Option("--accuracy-shape", f"accuracy: BATCHxMAX_LEN (default: {DEFAULT_ACCURACY_SHAPE})", accuracy=True),
+    Option("--seed", "accuracy: training seed (weights, dropout, data order; default: 0)", default=0, type=int,
+           domain=at_least(0), accuracy=True),
+    Option("--eval-every", "accuracy: score the validation split every N steps, keep the best (dev is scored "
+                           "once, at the end; default: 0, never)", default=0, type=int, domain=at_least(0),
+           accuracy=True),
+)
+OPTION = {o.name: o for o in RUN_OPTIONS}
+
+
+def add_options(add_argument: Callable[..., Any], names: Any = None, **changes: dict[str, Any]) -> None:
+    """Declare the run options ``names`` (default: all) through ``add_argument``; ``changes``
+    maps an option's name to keyword changes (a front end's own default or help)."""
+    for option in RUN_OPTIONS:
+        if names is None or option.name in names:
+            option.add(add_argument, **changes.get(option.name, {}))
+
+
+@dataclass(frozen=True)
 class Options:
-    """Option strings as given (empty: the default for the kind of case)."""
+    """Option values as given (empty: the default for the kind of case); one field per
+    :data:`RUN_OPTIONS` entry."""
 
     methods: str = ""
     backbones: str = ""
@@ -133,9 +221,22 @@ class Options:
     objective: str = ""
     device: str = "cpu"
     sets: tuple[str, ...] = ()
+    sst2_dir: str | None = None
     budget: str = ""
     accuracy_shape: str = ""
-    sst2_dir: str | None = None
+    seed: int = 0
+    eval_every: int = 0
+
+    @classmethod
+    def read(cls, get: Callable[[str], Any]) -> "Options":
+        """The options from a parsed command line: ``get(dest)`` is ``getattr(args, dest)`` for
+        argparse, ``config.getoption(dest)`` for pytest."""
+        values = {o.name: get(o.dest) for o in RUN_OPTIONS}
+        return cls(**{k: tuple(v or ()) if OPTION[k].repeat else v for k, v in values.items()})
+
+    def argv(self, accuracy: bool) -> list[str]:
+        """These options as pytest arguments (the accuracy ones only for an accuracy run)."""
+        return [a for o in RUN_OPTIONS if accuracy or not o.accuracy for a in o.argv(getattr(self, o.name))]
 
     def cases(self, kind: str, validate: bool = True) -> list[Case]:
         """The validated cases of ``kind`` ("memory", "step" or "accuracy"), backbone and shape
@@ -189,6 +290,8 @@ class Options:
 
     def validate(self, kinds: tuple[str, ...] | list[str]) -> dict[str, Any]:
         """Every option the given kinds of case use; their cases by kind."""
+        for option in RUN_OPTIONS:  # the typed options' domains (the others are parsed below)
+            option.check(getattr(self, option.name))
         out: dict[str, Any] = {}
         for kind in kinds:
             if kind == "accuracy":

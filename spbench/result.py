@@ -10,8 +10,11 @@ as one flat JSON object (a benchmark's ``extra_info``): the case's identity fiel
 status, metrics, training configuration and notes. Its identity keys are derived from the
 Case's fields here and nowhere else.
 
-Bump ``SCHEMA_VERSION`` whenever measuring code changes what a number means: ``report`` and
-``check`` refuse to compare results across versions.
+Bump ``SCHEMA_VERSION`` whenever measuring code changes what a number means, and say in
+:data:`SCHEMA_CHANGES` which figures changed and why: ``report`` and ``check`` refuse to compare
+a figure across versions that gave it different meanings (:func:`mixed_meanings`), and accept
+the others (an accuracy measured by version 1 means what version 2's does).
+tests/test_schema.py fails when a deterministic figure changes without a bump.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 from spbench.case import Case
 from spbench.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PREDICTED = "predicted-cuda"  # the device of predicted figures (a fake-tensor step with CUDA emulated)
 
 
@@ -80,6 +83,43 @@ METRICS: dict[str, Metric] = {
         Metric("train_time_s", "s", False, "training time"),
     ]
 }
+
+# The changelog of SCHEMA_VERSION: each version, why it was bumped, and the figures whose meaning
+# it changed (a figure of a version-v result means what it meant at the latest change <= v).
+_PREDICTED_MEMORY = frozenset(k for k, m in METRICS.items() if m.unit == "bytes" and k.startswith(("predicted_", "mem_")))
+SCHEMA_CHANGES: dict[int, tuple[str, frozenset[str]]] = {
+    1: ("the metric contract (DESIGN.md)", frozenset(METRICS)),
+    2: ("predicted memory emulates CUDA's dropout (the fused native_dropout: a bool mask saved for backward, "
+        "not CPU's noise tensor) and CUDA's autocast op policy (norms, softmax, sums, losses in float32); "
+        "accuracy, parameter counts, FLOPs and measured figures unchanged", _PREDICTED_MEMORY),
+}
+
+
+def meaning(key: str, version: int) -> int:
+    """The schema version whose meaning figure ``key`` of a version-``version`` result carries
+    (a version newer than this code knows is its own)."""
+    if not 1 <= version <= SCHEMA_VERSION:
+        return version
+    return max((v for v, (_, keys) in SCHEMA_CHANGES.items() if v <= version and key in keys), default=version)
+
+
+def mixed_meanings(results: list[tuple[str, "Result"]]) -> str:
+    """Why the figures of ``(source, result)`` pairs cannot be compared, in one line ("" when
+    they can): the first figure that two schema versions gave different meanings."""
+    seen: dict[str, dict[int, dict[int, set[str]]]] = {}  # figure -> meaning -> version -> sources
+    for source, result in results:
+        for key in result.metrics:
+            version = result.schema_version
+            seen.setdefault(key, {}).setdefault(meaning(key, version), {}).setdefault(version, set()).add(source)
+    for key in (k for k in METRICS if len(seen.get(k, {})) > 1):
+        by_version = {v: s for per in seen[key].values() for v, s in per.items()}
+        listing = "; ".join(f"schema_version {v} in {', '.join(sorted(by_version[v]))}" for v in sorted(by_version))
+        newest = max(seen[key])
+        why = SCHEMA_CHANGES[newest][0].split(";")[0] if newest in SCHEMA_CHANGES else "a newer spbench"
+        return (f"refusing to compare {key} measured by different code ({listing}): version {newest} changed "
+                f"its meaning ({why})")
+    return ""
+
 
 # What ran: every Case field but overrides (typed in method_config) and device (a result's own).
 CASE_FIELDS = tuple(f.name for f in dataclasses.fields(Case) if f.name not in ("overrides", "device"))

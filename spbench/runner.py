@@ -15,6 +15,7 @@ one kills it); once it has exited, the temporary file is removed and the run exi
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from spbench.errors import InputError
+from spbench.options import Options, add_options
 from spbench.reporting.command import FORMATS
 
 
@@ -98,21 +100,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "step on distilbert-base, batch 16 x seq 128, on the CPU.")
     p.add_argument("--out", default="out", help="output folder (default: %(default)s)")
     p.add_argument("--name", default="", help="file stem (default: cpu, cuda or accuracy)")
-    p.add_argument("--methods", default="", help="comma-separated registry keys (default: all)")
-    p.add_argument("--backbones", default="", help="comma-separated backbones (default: per case kind)")
-    p.add_argument("--shapes", default="", help="BATCHxSEQ list (default: 16x128)")
-    p.add_argument("--device", default="cpu", help="device of the measured step cases")
-    p.add_argument("--dtypes", default="", help="float32,bfloat16 (autocast),bf16-weights (half weights)")
-    p.add_argument("--grad-checkpointing", default="", metavar="off,on",
-                   help="activation checkpointing: off (default), on, or off,on (both, where it applies)")
-    p.add_argument("--objective", default="", help="classification (default) | prompt")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method hyperparameter")
     p.add_argument("--memory-only", action="store_true", help="predicted figures only (fast, deterministic)")
     p.add_argument("--accuracy", action="store_true", help="SST-2 accuracy cases instead (see README for the budget)")
-    p.add_argument("--sst2-dir", default=None, help="SST-2 folder (else $SPBENCH_SST2_DIR, else the hub)")
-    p.add_argument("--budget", default="", help="accuracy: examples=N | steps=N | epochs=N (default: examples=8000)")
-    p.add_argument("--accuracy-shape", default="", help="accuracy: BATCHxMAXLEN (default: 32x64)")
-    p.add_argument("--seed", type=int, default=None, help="accuracy: training seed (default: 0)")
+    add_options(p.add_argument)  # the options pytest benchmarks/ takes too, declared once
     p.add_argument("--benchmarks", default=None, help="path of the benchmarks/ folder")
     p.add_argument("--format", default="markdown", choices=FORMATS,
                    help="report format written to OUT (default: %(default)s)")
@@ -128,27 +118,13 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path) -> li
         targets = [str(bench / "test_memory.py"), str(bench / "test_step.py")]
     cmd = [sys.executable, "-m", "pytest", *targets, f"--benchmark-json={json_path}",
            "-p", "no:cacheprovider", "-q", "--benchmark-columns=median", "-W", "ignore"]
-    for option in ("methods", "backbones", "shapes", "dtypes", "objective", "grad_checkpointing"):
-        value = getattr(args, option)
-        if value:
-            cmd.append(f"--{option.replace('_', '-')}={value}")
-    if args.device != "cpu":
-        cmd.append(f"--device={args.device}")
-    for item in args.set:
-        cmd.append(f"--set={item}")
-    if args.accuracy:
-        for option in ("sst2_dir", "budget", "accuracy_shape", "seed"):
-            value = getattr(args, option)
-            if value:
-                cmd.append(f"--{option.replace('_', '-')}={value}")
+    cmd += Options.read(functools.partial(getattr, args)).argv(accuracy=args.accuracy)
     return cmd
 
 
 def check_options(args: argparse.Namespace) -> None:
     """Every option, before pytest starts (the same checks as benchmarks/conftest.py makes)."""
     import os
-
-    from spbench.options import Options
 
     if args.name and (os.sep in args.name or args.name.startswith(".")):
         raise InputError(f"--name {args.name!r}: a file stem, without '{os.sep}' or a leading '.'")
@@ -162,9 +138,7 @@ def check_options(args: argparse.Namespace) -> None:
     if not os.access(out, os.W_OK | os.X_OK):
         raise InputError(f"--out {out}: the folder is not writable")
     kinds = ("accuracy",) if args.accuracy else ("memory",) if args.memory_only else ("memory", "step")
-    Options(methods=args.methods, backbones=args.backbones, shapes=args.shapes, dtypes=args.dtypes,
-            grad_checkpointing=args.grad_checkpointing, objective=args.objective, device=args.device, sets=tuple(args.set), budget=args.budget,
-            accuracy_shape=args.accuracy_shape, sst2_dir=args.sst2_dir).validate(kinds)
+    Options.read(functools.partial(getattr, args)).validate(kinds)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -264,3 +264,36 @@ def test_team_side_lora_multiplies_by_a_merged_copy_and_forms_the_full_weight_gr
     assert team["flops_backward"] > lora["flops_backward"]
     with pytest.raises(InputError, match="backward"):
         build(Case("side_lora", "tiny-bert", 2, 8, overrides=(("backward", "nope"),)))
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_every_declared_domain_holds_the_default_and_refuses_outside(name: str) -> None:
+    """Each method's defaults lie in their fields' domains; a value past a domain's end is refused
+    where the method is built, with one line naming the method and the field."""
+    import dataclasses
+
+    from spbench.domains import DOMAIN_KEY, declared
+
+    cls = methods.get(name)
+    cls()  # the defaults pass their own checks
+    for f in dataclasses.fields(cls):
+        domain = declared(cls, f.name, DOMAIN_KEY)
+        if domain is None or domain.low is None:
+            continue
+        bad = domain.low if domain.low_open else domain.low - 1
+        if domain.zero and bad == 0:
+            bad = -1
+        with pytest.raises(InputError) as info:
+            cls(**{f.name: type(f.default)(bad)})
+        assert str(info.value).startswith(f"{name}: {f.name} must be ") and "\n" not in str(info.value)
+
+
+def test_domains() -> None:
+    from spbench.domains import Domain, fraction, odd, positive
+
+    assert positive().why_not(1e-9) == "" and positive().why_not(0) == "must be > 0, not 0"
+    assert fraction().why_not(0.0) == "" and "in [0, 1)" in fraction().why_not(1.0)
+    assert fraction(open_low=True).why_not(0.0) != ""
+    assert odd(1).why_not(9) == "" and odd(1).why_not(4) == "must be odd and >= 1, not 4" and odd(1).why_not(-1)
+    assert Domain(low=2, zero=True).why_not(0) == "" and Domain(low=2, zero=True).why_not(1) != ""
+    assert positive().why_not(float("nan")) != "" and positive().why_not(True) != ""

@@ -61,6 +61,10 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("matrix, single, message", [
     (["--set", "rnak=16", "--methods", "lora"], ["--set", "rnak=16"], "--set rnak: method 'lora' has no hyperparameter"),
     (["--dtypes", "fp8", "--methods", "lora"], ["--dtype", "fp8"], "unknown dtype 'fp8'"),
+    # a value outside its field's declared domain: refused before any backbone loads
+    (["--set", "k=4", "--methods", "klst"], ["--method", "klst", "--set", "k=4"],
+     "--set k=4 (klst): k must be odd and >= 1, not 4"),
+    (["--set", "r=0", "--methods", "lora"], ["--set", "r=0"], "--set r=0 (lora): r must be >= 1, not 0"),
 ])
 def test_every_front_end_refuses_before_any_work(tmp_path: Path, matrix: list[str], single: list[str],
                                                  message: str) -> None:
@@ -72,6 +76,7 @@ def test_every_front_end_refuses_before_any_work(tmp_path: Path, matrix: list[st
     assert bench.returncode == pytest.ExitCode.USAGE_ERROR and f"ERROR: {message}" in bench.stderr
     estimate = _run("-m", "spbench.cli", "estimate", "--method", "lora", "--backbone", "tiny-bert", *single)
     assert estimate.returncode == 2 and message in estimate.stderr
+    assert len(run.stderr.strip().splitlines()) == len(estimate.stderr.strip().splitlines()) == 1
 
 
 def test_run_checks_its_own_options_first(tmp_path: Path) -> None:
@@ -81,3 +86,36 @@ def test_run_checks_its_own_options_first(tmp_path: Path) -> None:
     proc = _run("-m", "spbench.cli", "run", "--out", str(tmp_path / "file"), "--backbones", "tiny-bert")
     assert proc.returncode == 2 and f"--out {tmp_path / 'file'}: is a file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_each_run_option_is_declared_once_and_read_back_the_same_by_every_front_end() -> None:
+    """RUN_OPTIONS and the Options fields agree; what `spbench run` parses, it passes on to
+    pytest as arguments the plugin's parser (the same declarations) reads back unchanged."""
+    import argparse
+    import dataclasses
+    import functools
+
+    from spbench.cli import build_parser
+    from spbench.options import RUN_OPTIONS, add_options
+
+    fields = {f.name: f.default for f in dataclasses.fields(Options)}
+    assert {o.name: (() if o.repeat else o.default) for o in RUN_OPTIONS} == fields
+    args = build_parser().parse_args(["run", "--methods", "lora,klst", "--set", "r=16", "--set", "k=3",
+                                      "--dtypes", "float32,bfloat16", "--accuracy", "--seed", "2",
+                                      "--eval-every", "5", "--budget", "steps=3"])
+    given = Options.read(functools.partial(getattr, args))
+    assert given.sets == ("r=16", "k=3") and given.seed == 2 and given.eval_every == 5
+    plugin = argparse.ArgumentParser()
+    add_options(plugin.add_argument)  # what benchmarks/conftest.py does with pytest's addoption
+    assert Options.read(functools.partial(getattr, plugin.parse_args(given.argv(accuracy=True)))) == given
+    memory_only = given.argv(accuracy=False)
+    assert "--set=k=3" in memory_only and not any(a.startswith(("--seed", "--budget")) for a in memory_only)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(seed=-1), "--seed must be >= 0, not -1"),
+    (dict(eval_every=-5), "--eval-every must be >= 0, not -5"),
+])
+def test_typed_options_are_checked_against_their_domain(options: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        Options(backbones="tiny-bert", **options).validate(["memory"])

@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Literal
 
+from spbench.domains import at_least, check_field, check_fields, hparam, positive
 from spbench.errors import InputError
 from spbench.registry import Registry
 
@@ -97,8 +98,16 @@ class Method:
     # Weights that may be stored in half precision without a backprop optimizer updating them
     # there (MeZO's forward-only updates, LST's frozen backbone): ``to_half_weights`` casts them.
     supports_half_weights: ClassVar[bool] = False
-    lr: float = dataclasses.field(default=1e-4, metadata={"search": "x0.1:x10:log"})  # sweep space
-    weight_decay: float = 0.0
+    lr: float = hparam(1e-4, positive(), search="x0.1:x10:log")
+    weight_decay: float = hparam(0.0, at_least(0))
+
+    def __post_init__(self) -> None:
+        """Every hyperparameter in its declared domain (``spbench.domains``): a bad value
+        fails where the method is built, before any backbone loads."""
+        try:
+            check_fields(self)
+        except InputError as exc:
+            raise InputError(f"{self.name or type(self).__name__}: {exc}") from None
 
     def prepare(self, backbone: "Backbone") -> "nn.Module":
         """Return the module to train, with ``requires_grad`` set exactly."""
@@ -178,7 +187,8 @@ class Method:
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, str] | None = None) -> "Method":
-        """Build with ``--set key=value`` strings, each parsed to the field's declared type."""
+        """Build with ``--set key=value`` strings, each parsed to the field's declared type and
+        checked against its domain (an error names the key, not the method: callers add it)."""
         overrides = dict(overrides or {})
         fields = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
@@ -189,6 +199,7 @@ class Method:
                     f"method {cls.name!r} has no hyperparameter {key!r}; it has: {', '.join(sorted(fields))}"
                 )
             kwargs[key] = parse_value(raw, hints[key], key)
+            check_field(cls, key, kwargs[key])
         return cls(**kwargs)
 
 

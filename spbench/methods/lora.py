@@ -45,6 +45,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from spbench.domains import at_least, fraction, hparam, positive
 from spbench.errors import InputError
 from spbench.methods.base import Method, head_module_names, register_method
 
@@ -129,9 +130,9 @@ class LoRA(Method):
     summary = "LoRA adapters via peft (r=8, alpha=16, query/value) + head"
     lr: float = 5e-4
     weight_decay: float = 0.1
-    r: int = dataclasses.field(default=8, metadata={"search": "4,8,16"})  # sweep space
-    alpha: int = 16
-    dropout: float = 0.0
+    r: int = hparam(8, at_least(1), search="4,8,16")
+    alpha: int = hparam(16, positive())
+    dropout: float = hparam(0.0, fraction())
     targets: tuple[str, ...] = ("qv",)
     train_head: bool = True
     supports_grad_checkpointing = True

@@ -53,9 +53,10 @@ frozen MLM head; backward then reads that head's weights (it must, to reach the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from spbench.domains import Domain, at_least, fraction, hparam, odd, positive
 from spbench.errors import InputError
 from spbench.methods.base import Method, register_method
 
@@ -84,14 +85,14 @@ class LST(Method):
 
     summary = "Ladder Side-Tuning: frozen backbone, side network of width d/r (r=8) on ladders"
     lr: float = 3e-3
-    r: int = 8
-    gate_temperature: float = 0.1
+    r: int = hparam(8, at_least(1))
+    gate_temperature: float = hparam(0.1, positive())
     layers: tuple[int, ...] = ()
-    drop_every: int = 0
+    drop_every: int = hparam(0, Domain(low=2, zero=True))  # 0: keep every layer
     init: Literal["pruned", "random"] = "pruned"
-    dropout: float = 0.1
-    ladder_dropout: float = 0.0
-    unfreeze_last: int = 0
+    dropout: float = hparam(0.1, fraction())
+    ladder_dropout: float = hparam(0.0, fraction())
+    unfreeze_last: int = hparam(0, at_least(0))
     downsampler: Literal["linear", "shared", "avgpool"] = "linear"
 
     def side_spec(self) -> "SideSpec":
@@ -136,9 +137,9 @@ class KLST(LST):
     summary = "k-LST: LST whose ladders attend over a window of k backbone layers (k=9, the team's)"
     lr: float = 2e-4
     weight_decay: float = 0.01
-    k: int = field(default=9, metadata={"search": "3,5,9"})  # sweep space
+    k: int = hparam(9, odd(1), search="3,5,9")
     fusion: Literal["attention", "position"] = "attention"
-    window_dropout: float = 0.2
+    window_dropout: float = hparam(0.2, fraction())
     pool_all: bool = False
 
     def side_spec(self) -> "SideSpec":

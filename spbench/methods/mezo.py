@@ -60,9 +60,10 @@ MeZO's own code does), which matters when reading their figures next to ours. De
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
+from spbench.domains import at_least, hparam, positive
 from spbench.errors import InputError
 from spbench.methods.base import METHODS, NO_HOOKS, Method, StepHooks, head_module_names, register_method, set_trainable
 
@@ -182,12 +183,12 @@ class MeZO(Method):
     summary = "MeZO: zeroth-order SGD from two forward passes, no backward (inference memory)"
     lr: float = 1e-6
     weight_decay: float = 0.0
-    eps: float = field(default=1e-3, metadata={"search": "1e-4:1e-2:log"})  # sweep space
+    eps: float = hparam(1e-3, positive(), search="1e-4:1e-2:log")
     trainable: str = "all"
     seed: int = 0
-    chunk_elements: int = 1 << 20
+    chunk_elements: int = hparam(1 << 20, at_least(1))
     warm_start_head: Literal["auto", "probe", "none"] = "auto"  # auto: probe under the classification objective
-    probe_examples: int = 8192
+    probe_examples: int = hparam(8192, at_least(1))
     supports_half_weights = True
 
     def warm_start(self, model: "nn.Module", objective: "Objective", train_rows: Any, *, pad_id: int = 0,

@@ -45,6 +45,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Literal
 
+from spbench.domains import at_least, fraction, hparam, positive
 from spbench.errors import InputError
 from spbench.methods.base import METHODS, NO_HOOKS, Method, Stage, StepHooks, register_method
 
@@ -109,11 +110,11 @@ class MeZOLST(Method):
     summary = "MeZO on the backbone, then LST on the stage-1 backbone and unseen rows; step = stage 2"
     lr: float = 3e-3  # stage 2 is ``lst``: the LST paper's rate, as its default
     weight_decay: float = 0.0
-    r: int = 8
-    mezo_lr: float = 1e-6
-    mezo_eps: float = 1e-3
+    r: int = hparam(8, at_least(1))
+    mezo_lr: float = hparam(1e-6, positive())
+    mezo_eps: float = hparam(1e-3, positive())
     mezo_trainable: str = "all"
-    mezo_share: float = 0.5
+    mezo_share: float = hparam(0.5, fraction(open_low=True))
     stage1: Literal["auto", "classification", "prompt"] = "auto"
     stage2: Literal["classification", "prompt"] = "classification"
     checkpoint_dir: str = ""

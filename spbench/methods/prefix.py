@@ -41,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from spbench.domains import at_least, hparam
 from spbench.errors import InputError
 from spbench.methods.base import Method, head_module_names, register_method, set_trainable
 
@@ -146,7 +147,7 @@ class Prefix(Method):
 
     summary = "prefix tuning: trainable keys/values prepended in every attention layer + head"
     lr: float = 1e-2
-    num_prefix: int = 5
+    num_prefix: int = hparam(5, at_least(1))
     init: Literal["real", "random"] = "real"
     supports_grad_checkpointing = True
 

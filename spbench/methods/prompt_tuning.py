@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from spbench.domains import at_least, hparam
 from spbench.errors import InputError
 from spbench.methods.base import Method, head_module_names, register_method
 
@@ -79,7 +80,7 @@ class PromptTuning(Method):
     summary = "prompt tuning via peft: 100 soft input tokens + head"
     lr: float = 3e-2
     weight_decay: float = 1e-5
-    num_virtual_tokens: int = 100
+    num_virtual_tokens: int = hparam(100, at_least(1))
     init: Literal["SAMPLE_VOCAB", "RANDOM"] = "SAMPLE_VOCAB"
     supports_grad_checkpointing = True
 

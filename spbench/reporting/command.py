@@ -7,9 +7,10 @@
     spbench report reference/*-best-3seeds.json matrix.json --claims    the team's claims, one verdict each
 
 One table per (backbone, shape, dtype, objective, measured device): the predicted figures of a
-case join its measured ones, but a CPU and a CUDA measurement never share a column, and files
-of different ``schema_version`` are refused. Cases measured on a CUDA device are also shown
-beside their prediction, with the error of each figure (:mod:`spbench.reporting.prediction`).
+case join its measured ones, but a CPU and a CUDA measurement never share a column, and a
+figure is never compared across schema versions that gave it different meanings
+(``spbench.result.SCHEMA_CHANGES``). Cases measured on a CUDA device are also shown beside
+their prediction, with the error of each figure (:mod:`spbench.reporting.prediction`).
 Output files are written atomically.
 """
 

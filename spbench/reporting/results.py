@@ -4,7 +4,8 @@ A benchmark run writes two records per case: ``test_memory`` (device ``PREDICTED
 deterministic predicted figures) and ``test_step`` (device "cpu"/"cuda": measured peak and
 step time); accuracy cases add a third. :func:`merge_rows` joins the records of one case
 into one row *per measured device*, so a CPU and a CUDA measurement never share a column.
-Records of different ``schema_version``s are refused, never merged (STYLE rule 7).
+A figure is never compared across schema versions that gave it different meanings (STYLE rule
+7, ``spbench.result.mixed_meanings``); figures whose meaning did not change are.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Iterable
 
 from spbench.case import Case
 from spbench.errors import InputError
-from spbench.result import CASE_FIELDS, METRICS, PREDICTED, REQUIRED_KEYS, Result
+from spbench.result import CASE_FIELDS, METRICS, PREDICTED, REQUIRED_KEYS, Result, mixed_meanings
 
 
 @dataclass(frozen=True)
@@ -174,15 +175,12 @@ def _run_key(res: Result) -> str:
 
 
 def schema_version(records: list[Record]) -> int:
-    """The one schema version of ``records``; a clear error when they mix versions."""
-    versions: dict[int, set[str]] = {}
-    for r in records:
-        versions.setdefault(r.schema_version, set()).add(r.source)
-    if len(versions) > 1:
-        listing = "; ".join(f"schema_version {v} in {', '.join(sorted(s))}" for v, s in sorted(versions.items()))
-        raise InputError(f"refusing to merge results measured by different code ({listing}); "
-                       "re-run the older cases or report them separately")
-    return next(iter(versions))
+    """The newest schema version of ``records``; a clear error when they would compare a figure
+    across versions that gave it different meanings."""
+    why = mixed_meanings([(r.source, r.result) for r in records])
+    if why:
+        raise InputError(f"{why}; re-run the older cases or report them separately")
+    return max(r.schema_version for r in records)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spbench.errors import InputError
+from spbench.options import OPTION, add_options
 from spbench.sweep import interrupt
 from spbench.sweep.setup import (DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY, PRUNERS, SAMPLERS, Setup, _text,
                                  check_ranges)
@@ -67,11 +68,11 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--backbone", default="minilm-l6", help="default: %(default)s")
     g.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
     g.add_argument("--seq-len", type=int, default=64, help="max token length (default: %(default)s)")
-    g.add_argument("--objective", default="classification", help="classification | prompt")
     g.add_argument("--dtype", default="float32", help="float32 | bfloat16 (autocast) | float16")
-    g.add_argument("--device", default="cpu", help="training device (default: %(default)s)")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed hyperparameter, repeatable")
-    g.add_argument("--sst2-dir", default=None, help="SST-2 folder (else $SPBENCH_SST2_DIR, else the hub)")
+    # The options `spbench run` and the benchmarks take too, declared once (spbench.options).
+    add_options(g.add_argument, ["objective", "device", "sets", "sst2_dir"],
+                objective={"default": "classification"}, device={"help": "training device (default: cpu)"},
+                sets={"help": "fixed hyperparameter, repeatable"})
     g = p.add_argument_group("search")
     g.add_argument("--grid", action="append", default=[], metavar="KEY[=V1,V2,...]",
                    help="grid values of KEY (KEY alone: its declared space's grid), repeatable")
@@ -93,11 +94,10 @@ def add_parser(sub: Any) -> None:
                    help="what trials, --eval-every and --best-from select on: the validation split carved from "
                         "SST-2 train (default), or dev, the reported split (every report then says so)")
     g = p.add_argument_group("training (as spbench.train.run_accuracy)")
-    g.add_argument("--budget", default=None, help="examples=N | steps=N | epochs=X (default: examples=8000)")
+    add_options(g.add_argument, ["budget", "eval_every"],
+                eval_every={"help": "score the selection split every N steps and keep the best checkpoint"})
     g.add_argument("--warmup", type=float, default=None, help="share of warmup steps (default: 0.06)")
     g.add_argument("--clip", type=float, default=None, help="max gradient norm, 0 for none (default: 1.0)")
-    g.add_argument("--eval-every", type=int, default=0,
-                   help="score the selection split every N steps and keep the best checkpoint")
     g.add_argument("--no-group-by-length", action="store_true", help="plain shuffled batches (more padding)")
     g = p.add_argument_group("storage and workers")
     g.add_argument("--out", default="out/sweep", help="output folder: journal, results, logs (default: %(default)s)")
@@ -120,6 +120,7 @@ def setup_from(args: argparse.Namespace) -> Setup:
     from spbench.train import DEFAULT_CLIP, DEFAULT_CPU_BUDGET, DEFAULT_WARMUP, Budget
 
     check_ranges(trials=args.trials, warmup=args.warmup, clip=args.clip, workers=args.workers)
+    OPTION["eval_every"].check(args.eval_every)
     budget = str(Budget.parse(args.budget or DEFAULT_CPU_BUDGET))  # before --best-from opens the storage
     try:
         seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())

@@ -1,9 +1,10 @@
 """Search spaces: declared next to each method's hyperparameters, overridden on the command line.
 
-A method declares what is worth searching in its dataclass field metadata, one line per field:
+A method declares what is worth searching on its dataclass field (``spbench.domains.hparam``),
+one line per field, beside the field's domain:
 
-    lr: float = field(default=1e-4, metadata={"search": "x0.1:x10:log"})   # methods/base.py
-    r: int = field(default=8, metadata={"search": "4,8,16"})                 # methods/lora.py
+    lr: float = hparam(1e-4, positive(), search="x0.1:x10:log")   # methods/base.py
+    r: int = hparam(8, at_least(1), search="4,8,16")               # methods/lora.py
 
 A subclass that only changes the default (``lr: float = 2e-5`` in full_ft) keeps the
 declaration of the class it inherits from. Spec syntax, the same on the command line
@@ -29,9 +30,11 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from spbench.domains import DOMAIN_KEY, SEARCH_KEY, check_field
+from spbench.domains import declared as declared_metadata
 from spbench.errors import InputError
 
-METADATA_KEY = "search"
+METADATA_KEY = SEARCH_KEY
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,8 @@ def field_types(cls: type) -> dict[str, Any]:
 
 def declared(cls: type) -> dict[str, str]:
     """``{field: spec}`` declared in field metadata, the nearest class in the MRO winning."""
-    out: dict[str, str] = {}
-    for f in dataclasses.fields(cls):
-        for klass in cls.__mro__:
-            own = klass.__dict__.get("__dataclass_fields__", {}).get(f.name)
-            if own is not None and METADATA_KEY in own.metadata:
-                out[f.name] = own.metadata[METADATA_KEY]
-                break
-    return out
+    specs = {f.name: declared_metadata(cls, f.name, SEARCH_KEY) for f in dataclasses.fields(cls)}
+    return {name: spec for name, spec in specs.items() if spec is not None}
 
 
 def _number(text: str, kind: type, name: str) -> float:
@@ -204,7 +201,27 @@ def build_space(cls: type, grid: Sequence[str] = (), space: Sequence[str] = (),
     if not params:
         raise InputError(f"method {getattr(cls, 'name', cls.__name__)!r} declares no search space and none was "
                          "given: pass --grid KEY=V1,V2 or --space KEY=LOW:HIGH[:log]")
+    for param in params:
+        check_domain(cls, param, "--grid" if param.name in grid_values else
+                     "--space" if param.name in dict(_pairs(space, "--space")) else "declared space")
     return params
+
+
+def check_domain(cls: type, param: Param, option: str) -> None:
+    """Every value ``param`` can give lies in its field's domain (``spbench.domains``):
+    a range's ends and grid points, or each choice; a bad value fails before any trial starts."""
+    domain = declared_metadata(cls, param.name, DOMAIN_KEY)
+    if param.is_range and domain is not None and domain.odd:
+        raise InputError(f"{option} {param.name}: a range does not keep {param.name} odd; give choices V1,V2,...")
+    for value in dict.fromkeys([*((param.low, param.high) if param.is_range else param.choices), *param.grid]):
+        try:
+            check_field(cls, param.name, value)
+        except InputError as exc:
+            raise InputError(f"{option} {param.name}={_show(value)}: {exc}") from None
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def grid_of(params: Sequence[Param]) -> dict[str, list[Any]]:
