@@ -185,7 +185,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--grad-checkpointing", "activation checkpointing: off (default), on, or off,on (both, where it "
                                    "applies: methods whose backward goes through the backbone)", metavar="off,on"),
     Option("--objective", "classification (default) | prompt"),
-    Option("--device", "cpu | cuda | cuda:N: the device of the measured step cases", default="cpu"),
+    Option("--device", "cpu | cuda | cuda:N: where the measured step cases run and the accuracy cases train", default="cpu"),
     Option("--set", "method hyperparameter for every selected method that has it, repeatable "
                     "(e.g. --set r=16 --set scope=targets)", repeat=True, metavar="KEY=VALUE", field="sets"),
     Option("--sst2-dir", "SST-2 folder (else $SPBENCH_SST2_DIR, else the hub)", default=None, accuracy=True),
@@ -258,7 +258,7 @@ class Options:
             shapes = parse_shapes(self.shapes or DEFAULT_SHAPES)
             dtypes = split(self.dtypes) or ["float32"]
         checkpointing = parse_switches(self.grad_checkpointing, "--grad-checkpointing") if kind != "accuracy" else [False]
-        device = self.device if kind == "step" else "cpu"
+        device = "cpu" if kind == "memory" else self.device  # memory cases are predicted (fake tensors)
         cases = [Case(name, backbone, batch, seq, objective=self.objective or "classification", device=device,
                       dtype=dtype, grad_checkpointing=gc, overrides=own[name])
                  for backbone in backbones for batch, seq in shapes for dtype in dtypes for name in names

@@ -119,3 +119,10 @@ def test_each_run_option_is_declared_once_and_read_back_the_same_by_every_front_
 def test_typed_options_are_checked_against_their_domain(options: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         Options(backbones="tiny-bert", **options).validate(["memory"])
+
+
+def test_device_moves_step_and_accuracy_cases_but_never_predictions() -> None:
+    opts = Options(methods="lora", backbones="tiny-bert", device="cuda")
+    assert {c.device for c in opts.cases("step", validate=False)} == {"cuda"}
+    assert {c.device for c in opts.cases("accuracy", validate=False)} == {"cuda"}  # trained on the GPU
+    assert {c.device for c in opts.cases("memory", validate=False)} == {"cpu"}  # fake tensors
