@@ -63,8 +63,9 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
+from spbench.anatomy import head_module_names
 from spbench.errors import InputError
-from spbench.methods.base import METHODS, NO_HOOKS, Method, StepHooks, head_module_names, register_method, set_trainable
+from spbench.methods.base import METHODS, NO_HOOKS, Method, StepHooks, register_method, set_trainable
 
 if TYPE_CHECKING:
     import torch
