@@ -212,17 +212,5 @@ def load(name: str, head: str = "classification", num_labels: int = 2, seed: int
     return Backbone(name=name, model=model, tokenizer=tokenizer, spec=spec, head=head)
 
 
-def mlm_head(model: Any) -> Callable[[Any], Any] | None:
-    """The masked-LM head of a transformers ``*ForMaskedLM`` model as a function of final
-    hidden states, or None when ``model`` has none (a classification model, a side network)."""
-    if hasattr(model, "lm_head"):  # RoBERTa
-        return model.lm_head
-    if hasattr(model, "cls") and hasattr(model.cls, "predictions"):  # BERT, MiniLM
-        return model.cls
-    if hasattr(model, "vocab_projector"):  # DistilBERT
-        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
-    return None
-
-
 def describe() -> list[tuple[str, str]]:
     return [(n, BACKBONES.get(n).description) for n in BACKBONES.names()]

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from spbench import anatomy
 from spbench.errors import InputError
 
 
@@ -21,9 +22,7 @@ def max_seq_len(config: Any) -> int | None:
     max_pos = getattr(config, "max_position_embeddings", None)
     if max_pos is None:
         return None
-    # RoBERTa's positions start after padding_idx + 1.
-    offset = 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta") else 0
-    return int(max_pos) - offset
+    return int(max_pos) - anatomy.position_offset(config)
 
 
 def synthetic_batch(config: Any, batch_size: int, seq_len: int, seed: int = 0,

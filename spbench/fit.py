@@ -97,9 +97,9 @@ class Fit:
         word = _WORDS[self.over]
         extra = "".join(f", {part}" for part in self.case.settings(short=False))  # ", bfloat16, gc, r=16"
         figure = _FIT_ON_WORDS[self.on].format(card=self.card)
-        head = f"{self.case.method} on {self.case.backbone}{extra}, {at}: {what} whose predicted " \
+        lead = f"{self.case.method} on {self.case.backbone}{extra}, {at}: {what} whose predicted " \
                f"{figure} fits {format_bytes(self.budget)}: "
-        out = [head + (f"{self.size:,}" if self.size is not None else
+        out = [lead + (f"{self.size:,}" if self.size is not None else
                        f"none (even {word} {self.next.size:,} does not fit)")]
         if self.size is not None:
             out.append(f"  {word} {self.size:>9,}: {_bytes(self.peak or 0)} predicted  (fits)")

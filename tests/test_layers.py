@@ -2,14 +2,19 @@
 
 The CLI sits on top: no module under spbench/ (other than the console entry itself) and
 nothing under benchmarks/ imports ``spbench.cli``. And the import graph of spbench/ has no
-cycle, imports inside functions (lazy ones) included; ``if TYPE_CHECKING:`` imports are left
-out, since they never run.
+cycle, every import included: lazy ones inside functions and type-only ones under
+``if TYPE_CHECKING:`` (a circle of annotations is still a circle of meaning).
+
+    python tests/test_layers.py [REPO]     # rooms and arrows: modules, edges, cycles
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
+
+import networkx as nx
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "spbench"
@@ -23,14 +28,8 @@ def module_name(path: Path, root: Path = ROOT) -> str:
     return ".".join(parts)
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def imports_of(path: Path, known: set[str], root: Path = ROOT) -> set[str]:
-    """spbench modules ``path`` imports, anywhere in the file but under ``if TYPE_CHECKING``.
+    """spbench modules ``path`` imports, anywhere in the file (``if TYPE_CHECKING:`` included).
 
     ``from pkg import name`` counts as importing ``pkg.name`` when that is a module; a string
     constant that names a module counts as importing it (``importlib.import_module(NAME)``
@@ -42,10 +41,6 @@ def imports_of(path: Path, known: set[str], root: Path = ROOT) -> set[str]:
     out: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -68,43 +63,57 @@ def imports_of(path: Path, known: set[str], root: Path = ROOT) -> set[str]:
     return {name for name in out if name in known}
 
 
-def graph() -> dict[str, set[str]]:
-    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+def graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the spbench modules it imports, for the package under ``root``."""
+    files = {module_name(p, root): p for p in (root / "spbench").rglob("*.py")}
     known = set(files)
-    return {name: imports_of(path, known) - {name} for name, path in files.items()}
+    return {name: imports_of(path, known, root) - {name} for name, path in files.items()}
+
+
+def digraph(edges: dict[str, set[str]]) -> nx.DiGraph:
+    g = nx.DiGraph()
+    g.add_nodes_from(edges)
+    g.add_edges_from((a, b) for a, deps in edges.items() for b in deps)
+    return g
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     """One cycle of ``edges`` as a path ``[a, b, ..., a]``, or None."""
-    state: dict[str, int] = {}  # 1 on the stack, 2 done
-    stack: list[str] = []
-
-    def dfs(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(edges.get(node, ())):
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
-            if nxt not in state and (found := dfs(nxt)):
-                return found
-        stack.pop()
-        state[node] = 2
+    try:
+        found = nx.find_cycle(digraph(edges))
+    except nx.NetworkXNoCycle:
         return None
-
-    for node in sorted(edges):
-        if node not in state and (found := dfs(node)):
-            return found
-    return None
+    return [a for a, _ in found] + [found[0][0]]
 
 
-def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones(tmp_path: Path) -> None:
+def rooms(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph between rooms: ``spbench.<top-level module or subpackage>``."""
+    def room(name: str) -> str:
+        return ".".join(name.split(".")[:2])
+
+    out: dict[str, set[str]] = {}
+    for a, deps in edges.items():
+        out.setdefault(room(a), set()).update(room(b) for b in deps if room(b) != room(a))
+    return out
+
+
+def summary(edges: dict[str, set[str]]) -> str:
+    g = digraph(edges)
+    cycles = list(nx.simple_cycles(g))
+    shown = "; ".join(" -> ".join(c + c[:1]) for c in cycles[:5])
+    return f"{g.number_of_nodes()} nodes, {g.number_of_edges()} edges, {len(cycles)} cycles" + (
+        f" ({shown})" if shown else "")
+
+
+def test_the_graph_sees_lazy_and_type_checking_imports(tmp_path: Path) -> None:
     known = {"spbench.a", "spbench.b", "spbench.c", "spbench.pkg", "spbench.pkg.d"}
     source = tmp_path / "spbench" / "x.py"
     source.parent.mkdir()
     source.write_text("from typing import TYPE_CHECKING\nimport spbench.a\n"
                       "if TYPE_CHECKING:\n    from spbench import c\n"
                       "def f():\n    from spbench.pkg import d, thing\n    from spbench import b\n")
-    assert imports_of(source, known, root=tmp_path) == {"spbench.a", "spbench.b", "spbench.pkg", "spbench.pkg.d"}
+    assert imports_of(source, known, root=tmp_path) == {"spbench.a", "spbench.b", "spbench.c", "spbench.pkg",
+                                                        "spbench.pkg.d"}
     package = tmp_path / "spbench" / "pkg" / "__init__.py"
     package.parent.mkdir()
     package.write_text("import importlib, pkgutil\nfor m in pkgutil.iter_modules(__path__): pass\n"
@@ -112,6 +121,8 @@ def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones(tmp_path: Path
     assert imports_of(package, known, root=tmp_path) == {"spbench.c", "spbench.pkg.d"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert rooms({"spbench.m.x": {"spbench.m.y", "spbench.n"}, "spbench.m.y": set(), "spbench.n": {"spbench.m.x"}}) \
+        == {"spbench.m": {"spbench.n"}, "spbench.n": {"spbench.m"}}
 
 
 def test_nothing_imports_the_cli() -> None:
@@ -126,5 +137,13 @@ def test_nothing_imports_the_cli() -> None:
 def test_the_package_has_no_import_cycle() -> None:
     edges = graph()
     assert "spbench.measure.predict" in edges and "spbench.case" in edges["spbench.measure.predict"]
+    assert "spbench.objectives" in edges["spbench.methods.base"]  # a type-only import is an edge
     cycle = find_cycle(edges)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+if __name__ == "__main__":
+    repo = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT
+    modules = graph(repo)
+    print(f"modules: {summary(modules)}")
+    print(f"rooms:   {summary(rooms(modules))}")

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import torch
 
-from spbench import backbones, methods
+from spbench import anatomy, backbones, methods
 from spbench.case import Case, build
 from spbench.measure.step import ChainHooks, step_fn
 from spbench.measure.params import BackwardReadHooks
 from spbench.methods._fusion import WindowFusion
-from spbench.methods._ladder import LadderSideModel, layer_parts, prune_plan, side_layer_indices
+from spbench.methods._ladder import LadderSideModel, prune_plan, side_layer_indices
 
 TINY = ["tiny-bert", "tiny-roberta", "tiny-distilbert"]
 
@@ -144,9 +144,9 @@ def test_position_window_dropout_drops_members_but_never_the_centre() -> None:
 
 
 def test_pruned_init_keeps_shapes_and_the_most_important_channels() -> None:
-    bb = backbones.load("tiny-bert")  # d=32, 2 heads of 16, FFN 64; r=8 keeps 4 / 2+2 / 8
+    bb = backbones.load("tiny-bert")  # d=32, 2 attention heads of 16, FFN 64; r=8 keeps 4 / 2+2 / 8
     layer = bb.model.bert.encoder.layer[1]
-    parts = layer_parts(layer)
+    parts = anatomy.of(bb.model).parts(layer)
     res, attn, ffn = [3, 9, 20, 31], [1, 6, 16, 30], [0, 5, 7, 12, 33, 40, 50, 63]
     with torch.no_grad():
         for key in ("q", "k", "v", "fi"):
@@ -158,7 +158,7 @@ def test_pruned_init_keeps_shapes_and_the_most_important_channels() -> None:
         parts["o"].weight[:, attn] *= 50
         parts["fi"].weight[ffn] *= 50
         parts["fo"].weight[:, ffn] *= 50
-    plan = prune_plan(parts, heads=2, r=8)
+    plan = prune_plan(parts, attn_heads=2, r=8)
     assert plan["res"].tolist() == res and plan["attn"].tolist() == attn and plan["ffn"].tolist() == ffn
 
     model = methods.get("lst")().prepare(bb)

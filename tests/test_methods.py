@@ -128,15 +128,6 @@ def test_bert_pooler_trains_with_the_head(method: str) -> None:
     assert pooler and all(n.endswith(("dense.weight", "dense.bias")) for n in pooler)
 
 
-def test_head_module_names_adds_the_pooler_only_where_the_head_reads_it() -> None:
-    from spbench.methods.base import head_module_names
-
-    assert head_module_names(backbones.load("tiny-bert").model) == ["classifier", "bert.pooler"]
-    assert head_module_names(backbones.load("tiny-roberta").model) == ["classifier"]
-    assert head_module_names(backbones.load("tiny-distilbert").model) == ["pre_classifier", "classifier"]
-    assert head_module_names(backbones.load("tiny-bert", head="mlm").model) == ["cls"]
-
-
 def test_overrides_parse_by_type_and_reject_unknown() -> None:
     lora = methods.get("lora").from_overrides({"r": "16", "targets": "query,key", "train_head": "false"})
     assert lora.r == 16 and lora.targets == ("query", "key") and lora.train_head is False

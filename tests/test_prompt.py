@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spbench import backbones, objectives
-from spbench.prompt import Prompt, encode, label_word_ids, pad, word_ids
+from spbench.objectives.prompt import Prompt, encode, label_word_ids, pad, word_ids
 
 CORPUS = ["a great movie . it was great .", "a terrible film , it was terrible .",
           "It was fine and good , not terrible"] * 20
@@ -145,7 +145,7 @@ def test_rows_go_through_the_sst2_collator(bert_tok) -> None:
 
 
 def test_mlm_head_warmup_trains_only_the_untied_head() -> None:
-    from spbench.prompt import warmup_mlm_head
+    from spbench.objectives.prompt import warmup_mlm_head
 
     bb = backbones.load("minilm-l6", head="mlm")
     model = bb.model

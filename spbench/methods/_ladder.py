@@ -18,15 +18,15 @@ always runs in eval mode (no dropout on the frozen features), as in the team's c
 backbone is not a registered submodule; the paper's trainer put the whole model, frozen
 backbone included, in training mode (dropout on its activations) - a deviation.
 
-Side layers are BERT-shaped post-LN encoder layers at width d/r: the backbone's head count
-(head width / r), FFN width / r, GELU, dropout 0.1 (as the paper's side blocks: the backbone's
+Side layers are BERT-shaped post-LN encoder layers at width d/r: the backbone's attention-head
+count (attention-head width / r), FFN width / r, GELU, dropout 0.1 (as the paper's side blocks: the backbone's
 own layer class at reduced width), with the padding mask. Pruned init (default) copies the 1/r
 most important channels of the matching backbone layer (:func:`prune_plan`). Deviations from
 the paper's ``fisher-v2`` init: importance is the L1 magnitude of the weights, not Fisher
 information (squared gradients of the task loss over 1,024 training examples: that needs
 labelled data inside ``prepare``, which no benchmark case has); and kept channels are chosen per
-layer for the residual stream and per head for attention, where the paper's pruning chains the
-choice Linear to Linear (q/k/v rows jointly, across heads) without a consistent residual.
+layer for the residual stream and per attention head, where the paper's pruning chains the
+choice Linear to Linear (q/k/v rows jointly, across attention heads) without a consistent residual.
 """
 
 from __future__ import annotations
@@ -40,19 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spbench import anatomy
 from spbench.errors import InputError
-from spbench.backbones import mlm_head
 from spbench.methods._fusion import WindowFusion
-
-# Where the weights of one encoder layer live, per family (the query path identifies it).
-LAYER_PARTS = {
-    "bert": {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-             "o": "attention.output.dense", "ln1": "attention.output.LayerNorm",
-             "fi": "intermediate.dense", "fo": "output.dense", "ln2": "output.LayerNorm"},
-    "distilbert": {"q": "attention.q_lin", "k": "attention.k_lin", "v": "attention.v_lin",
-                   "o": "attention.out_lin", "ln1": "sa_layer_norm",
-                   "fi": "ffn.lin1", "fo": "ffn.lin2", "ln2": "output_layer_norm"},
-}
 
 
 @dataclass(frozen=True)
@@ -91,60 +81,41 @@ def side_layer_indices(n: int, layers: tuple[int, ...], drop_every: int) -> tupl
     return tuple(l for l in range(n) if not drop_every or l % drop_every)
 
 
-def encoder_layers(base: nn.Module) -> nn.ModuleList:
-    """The encoder's layer list (BERT / RoBERTa / MiniLM: ``encoder.layer``; DistilBERT:
-    ``transformer.layer``)."""
-    for path in ("encoder.layer", "transformer.layer"):
-        with contextlib.suppress(AttributeError):
-            return base.get_submodule(path)
-    raise InputError(f"LST: cannot find the encoder layers of {type(base).__name__}")
-
-
-def layer_parts(layer: nn.Module) -> dict[str, nn.Module]:
-    """The q, k, v, o, ln1, fi, fo, ln2 modules of one encoder layer."""
-    for table in LAYER_PARTS.values():
-        try:
-            return {key: layer.get_submodule(path) for key, path in table.items()}
-        except AttributeError:
-            continue
-    raise InputError(f"LST: unsupported encoder layer {type(layer).__name__}")
-
-
 def top_channels(importance: torch.Tensor, keep: int) -> torch.Tensor:
     """Indices of the ``keep`` largest entries along the last dim, in ascending index order
     (kept channels stay in their original order)."""
     return importance.topk(keep, dim=-1).indices.sort(dim=-1).values
 
 
-def prune_plan(parts: dict[str, nn.Module], heads: int, r: int) -> dict[str, torch.Tensor]:
+def prune_plan(parts: dict[str, nn.Module], attn_heads: int, r: int) -> dict[str, torch.Tensor]:
     """Structured magnitude pruning of one layer to 1/r of its width (LST's pruned init, with
     L1 weight magnitude standing in for the paper's Fisher information).
 
     Returns kept indices: ``res`` (hidden channels: every weight touching the residual
-    stream), ``attn`` (per head, its 1/r most important dims: q/k/v rows and o columns, so
-    every head survives at 1/r width), ``ffn`` (intermediate channels).
+    stream), ``attn`` (per attention head, its 1/r most important dims: q/k/v rows and o
+    columns, so every attention head survives at 1/r width), ``ffn`` (intermediate channels).
     """
     w = {key: parts[key].weight.detach().abs() for key in ("q", "k", "v", "o", "fi", "fo")}
     d = w["q"].shape[1]
     res = w["q"].sum(0) + w["k"].sum(0) + w["v"].sum(0) + w["fi"].sum(0) + w["o"].sum(1) + w["fo"].sum(1)
     attn = w["q"].sum(1) + w["k"].sum(1) + w["v"].sum(1) + w["o"].sum(0)
-    head_dim = d // heads
-    per_head = top_channels(attn.view(heads, head_dim), head_dim // r)
-    per_head = per_head + torch.arange(heads).unsqueeze(1) * head_dim
+    attn_dim = d // attn_heads
+    kept = top_channels(attn.view(attn_heads, attn_dim), attn_dim // r)
+    kept = kept + torch.arange(attn_heads).unsqueeze(1) * attn_dim
     ffn = w["fi"].sum(1) + w["fo"].sum(0)
-    return {"res": top_channels(res, d // r), "attn": per_head.flatten(),
+    return {"res": top_channels(res, d // r), "attn": kept.flatten(),
             "ffn": top_channels(ffn, ffn.shape[0] // r)}
 
 
 class SideLayer(nn.Module):
-    """A post-LN encoder layer (BERT's shape) at side width: same head count, FFN width / r.
+    """A post-LN encoder layer (BERT's shape) at side width: same attention-head count, FFN width / r.
 
     Attention is SDPA with a boolean padding mask (True = attend), so padded keys get no weight.
     """
 
-    def __init__(self, width: int, heads: int, ffn: int, eps: float, dropout: float) -> None:
+    def __init__(self, width: int, attn_heads: int, ffn: int, eps: float, dropout: float) -> None:
         super().__init__()
-        self.heads = heads
+        self.attn_heads = attn_heads
         self.query, self.key, self.value, self.out = (nn.Linear(width, width) for _ in range(4))
         self.ln1 = nn.LayerNorm(width, eps=eps)
         self.fc_in = nn.Linear(width, ffn)
@@ -156,7 +127,7 @@ class SideLayer(nn.Module):
         b, s, width = x.shape
 
         def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(b, s, self.heads, width // self.heads).transpose(1, 2)
+            return t.view(b, s, self.attn_heads, width // self.attn_heads).transpose(1, 2)
 
         attn = F.scaled_dot_product_attention(
             split(self.query(x)), split(self.key(x)), split(self.value(x)), attn_mask=mask,
@@ -193,13 +164,6 @@ class AvgPoolDown(nn.Module):
         return h.unflatten(-1, (-1, self.r)).mean(-1)
 
 
-def _config_value(config: Any, *names: str) -> Any:
-    for name in names:
-        if getattr(config, name, None) is not None:
-            return getattr(config, name)
-    raise InputError(f"LST: backbone config has none of {names}")
-
-
 class LadderSideModel(nn.Module):
     """Frozen backbone + side network; ``forward(input_ids, attention_mask)`` -> ``.logits``.
 
@@ -213,18 +177,18 @@ class LadderSideModel(nn.Module):
         super().__init__()
         if head not in ("classification", "mlm"):
             raise InputError(f"LST supports the classification and mlm heads, not {head!r}")
-        if head == "mlm" and mlm_head(model) is None:
+        if head == "mlm" and anatomy.mlm_head(model) is None:
             raise InputError(f"LST: no masked-LM head found on {type(model).__name__}")
         config = model.config
-        d = _config_value(config, "hidden_size", "dim")
-        heads = _config_value(config, "num_attention_heads", "n_heads")
-        ffn = _config_value(config, "intermediate_size", "hidden_dim")
+        parts_of = anatomy.of(model).parts
+        d, attn_heads, ffn = config.hidden_size, config.num_attention_heads, anatomy.ffn_width(config)
         eps = getattr(config, "layer_norm_eps", 1e-12)
         r = spec.r
-        if r < 1 or d % (heads * r) or ffn % r:
-            raise InputError(f"LST: r={r} must divide the head width {d // heads} and the FFN width {ffn}")
+        if r < 1 or d % (attn_heads * r) or ffn % r:
+            raise InputError(f"LST: r={r} must divide the attention-head width {d // attn_heads} "
+                             f"and the FFN width {ffn}")
         self.backbone, self.head, self.spec = model, head, spec
-        self.base_layers = encoder_layers(model.base_model)
+        self.base_layers = anatomy.encoder_layers(model)
         n = len(self.base_layers)
         self.layers = side_layer_indices(n, spec.layers, spec.drop_every)
         if not 0 <= spec.unfreeze_last <= n:
@@ -246,7 +210,7 @@ class LadderSideModel(nn.Module):
             self.down_pool = AvgPoolDown(r)
         else:
             raise InputError(f"LST: downsampler must be linear, shared or avgpool, not {spec.downsampler!r}")
-        self.side_layers = nn.ModuleList(SideLayer(width, heads, ffn // r, eps, spec.dropout) for _ in self.layers)
+        self.side_layers = nn.ModuleList(SideLayer(width, attn_heads, ffn // r, eps, spec.dropout) for _ in self.layers)
         # The team's attention fusion has no gate: its output replaces the ladder input.
         self.gates = nn.Parameter(torch.zeros(len(self.layers))) if self.fusion is None or self.fusion.gated else None
         self.ladder_drop = nn.Dropout(spec.ladder_dropout)
@@ -258,8 +222,8 @@ class LadderSideModel(nn.Module):
         self._init_side(getattr(config, "initializer_range", 0.02))
         if spec.init == "pruned":
             for side, l in zip(self.side_layers, self.layers):
-                parts = layer_parts(self.base_layers[l])
-                side.load_pruned(parts, prune_plan(parts, heads, r))
+                parts = parts_of(self.base_layers[l])
+                side.load_pruned(parts, prune_plan(parts, attn_heads, r))
         elif spec.init != "random":
             raise InputError(f"LST: init must be pruned or random, not {spec.init!r}")
 
@@ -341,5 +305,5 @@ class LadderSideModel(nn.Module):
             logits = self.classifier(self.head_drop(self.upsample(side[:, 0])))
         else:
             up = self.upsample(side)
-            logits = mlm_head(self.backbone)(up.to(next(self.backbone.parameters()).dtype))
+            logits = anatomy.mlm_head(self.backbone)(up.to(next(self.backbone.parameters()).dtype))
         return SimpleNamespace(logits=logits)

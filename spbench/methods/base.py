@@ -52,26 +52,6 @@ def trainable_parameters(model: "nn.Module") -> list["torch.Tensor"]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def head_module_names(model: "nn.Module") -> list[str]:
-    """Qualified names of the task head of a transformers ``*For*`` model: its top-level modules
-    other than the backbone (``classifier``, ``pre_classifier``, ``lm_head``, ...) and, where
-    the backbone has one, its pooler (``bert.pooler``).
-
-    BERT's pooler (dense + tanh on the first token) lives inside the backbone but only feeds
-    the classification head, so it trains with the head in every method that trains the head.
-    Models whose head does not read it are built without one (RoBERTa and DistilBERT
-    classifiers, every masked-LM model), so nothing else changes for them.
-    """
-    prefix = getattr(model, "base_model_prefix", "")
-    names = [name for name, child in model.named_children()
-             if name != prefix and any(True for _ in child.parameters())]
-    base = getattr(model, prefix, None) if prefix else None
-    pooler = getattr(base, "pooler", None) if base is not None and base is not model else None
-    if pooler is not None and any(True for _ in pooler.parameters()):
-        names.append(f"{prefix}.pooler")
-    return names
-
-
 @dataclass(frozen=True)
 class Stage:
     """One stage of a training run: train ``model`` with ``method`` on ``objective`` for

@@ -23,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spbench.methods.base import Method, head_module_names, register_method, set_trainable
+from spbench.anatomy import head_module_names
+from spbench.methods.base import Method, register_method, set_trainable
 
 if TYPE_CHECKING:
     from torch import nn

@@ -12,8 +12,9 @@ vectors of lower layers need dL/dx from above), so activations are kept as in fu
 
 Targets are the paper's: key, value and the FFN's second Linear (its input is scaled). peft's
 own table for BERT/RoBERTa names ``output.dense``, which also matches the *attention* output
-projection and would rescale its input too; we name the FFN one alone (a regex per
-architecture). DistilBERT, which peft's table lacks: k_lin, v_lin, ffn.lin2.
+projection and would rescale its input too; we name the FFN one alone (a regex built
+from the family's anatomy, :func:`targets`). DistilBERT, which peft's table lacks: k_lin, v_lin,
+ffn.lin2.
 
 Paper defaults: (IA)^3 vectors init 1, Adafactor lr 3e-3, batch 8, 1,000 steps (T-Few, T0-3B).
 Deviations: AdamW instead of Adafactor (lr kept at 3e-3); no T-Few extra losses
@@ -25,25 +26,29 @@ objective, as in ``lora``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spbench.errors import InputError
-from spbench.methods.base import Method, head_module_names, register_method
+from spbench import anatomy
+from spbench.anatomy import head_module_names
+from spbench.methods.base import Method, register_method
 
 if TYPE_CHECKING:
     from torch import nn
 
     from spbench.backbones import Backbone
 
-# Per model type: (target regex, feed-forward regex) for peft's full-name match.
-_BERT_LIKE = (r".*\.(key|value)$|.*\.layer\.\d+\.output\.dense$", r".*\.layer\.\d+\.output\.dense$")
-TARGETS = {
-    "bert": _BERT_LIKE,
-    "roberta": _BERT_LIKE,
-    "xlm-roberta": _BERT_LIKE,
-    "distilbert": (r".*\.(k_lin|v_lin|ffn\.lin2)$", r".*\.ffn\.lin2$"),
-}
+
+def targets(model: "nn.Module") -> tuple[str, str]:
+    """(target regex, feed-forward regex) for peft's full-name match: every layer's key, value and
+    FFN output Linear, as the family's anatomy places them."""
+    found = anatomy.of(model)
+    attn = found.self_attention
+    layer = rf".*\.{re.escape(found.layers)}\.\d+\."
+    ffn_out = re.escape(found.ffn_out)
+    kv = "|".join(re.escape(f"{attn}.{name}") for name in (found.key, found.value))
+    return rf"{layer}({kv}|{ffn_out})$", rf"{layer}{ffn_out}$"
 
 
 @register_method("ia3")
@@ -59,12 +64,8 @@ class IA3(Method):
         from peft import IA3Config, get_peft_model
 
         model = backbone.model
-        model_type = model.config.model_type
-        if model_type not in TARGETS:
-            raise InputError(f"ia3 has no target table for model type {model_type!r} "
-                             f"(known: {', '.join(sorted(TARGETS))})")
-        targets, feedforward = TARGETS[model_type]
+        target, feedforward = targets(model)
         heads = head_module_names(model) if backbone.head == "classification" else None
-        config = IA3Config(target_modules=targets, feedforward_modules=feedforward,
+        config = IA3Config(target_modules=target, feedforward_modules=feedforward,
                            modules_to_save=heads or None)
         return get_peft_model(model, config)

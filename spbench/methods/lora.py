@@ -6,18 +6,18 @@ modules and the task head. The backward pass still goes through every frozen W t
 earlier adapters (dL/dx = W^T dL/dy).
 
 Targets (``targets``, a tuple of tokens or module names):
-- ``qv`` (``lora``'s default): query and value, the LoRA paper's GLUE choice, resolved per
-  architecture from peft's own table (``TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING``;
-  DistilBERT, which that table lacks, gets q_lin / v_lin).
+- ``qv`` (``lora``'s default): query and value, the LoRA paper's GLUE choice, as the family's
+  anatomy names them (``spbench.anatomy``; the same names as peft's
+  ``TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING``, which lacks DistilBERT's q_lin / v_lin).
 - ``blocks`` (``lora_blocks``, and ``side_lora``'s default): every Linear inside the
-  transformer blocks (query, key, value, attention output, FFN in, FFN out), found from the
-  model's modules (:func:`block_linears`). peft's ``"all-linear"`` is not used: it would
-  also adapt BERT's pooler, DistilBERT's pre_classifier and RoBERTa's classifier.dense, which
-  belong to the head here and are trained in full.
+  encoder's layers (query, key, value, attention output, FFN in, FFN out; :func:`block_linears`).
+  peft's ``"all-linear"`` is not used: it would also adapt BERT's pooler, DistilBERT's
+  pre_classifier and RoBERTa's classifier.dense, which belong to the head here and are trained
+  in full.
 - anything else: module names as peft matches them (``--set targets=query,key``).
 
-The head: every top-level module outside the backbone and, on BERT-family classifiers, the
-backbone's pooler (``head_module_names``), trained in full through peft's ``modules_to_save``.
+The head: the classifier modules and, on BERT, the encoder's pooler (``anatomy.head_module_names``),
+trained in full through peft's ``modules_to_save``.
 
 ``lora_blocks`` is LoRA with ``side_lora``'s adapter set: the fair baseline for Side-LoRA
 (same adapters, same head, same hyperparameters; only the backward path differs).
@@ -45,61 +45,36 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from spbench import anatomy
+from spbench.anatomy import head_module_names
 from spbench.domains import at_least, fraction, hparam, positive
 from spbench.errors import InputError
-from spbench.methods.base import Method, head_module_names, register_method
+from spbench.methods.base import Method, register_method
 
 if TYPE_CHECKING:
     from torch import nn
 
     from spbench.backbones import Backbone
 
-# Architectures peft's table does not cover.
-_EXTRA_TARGETS = {"distilbert": ["q_lin", "v_lin"]}
 TOKENS = ("qv", "blocks")
 
 
-def default_targets(model_type: str) -> list[str]:
-    """The LoRA paper's query / value modules for ``model_type`` (peft's table)."""
-    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
-
-    targets = PEFT_TARGETS.get(model_type) or _EXTRA_TARGETS.get(model_type)
-    if not targets:
-        raise InputError(
-            f"no default LoRA targets for model type {model_type!r}; pass them, e.g. --set targets=query,value"
-        )
-    return list(targets)
-
-
-def block_lists(model: "nn.Module") -> list[str]:
-    """Qualified names of the transformer block lists: the outermost ``nn.ModuleList``\\ s whose
-    entries are all of one class and hold Linears (BERT / RoBERTa ``encoder.layer``,
-    DistilBERT ``transformer.layer``)."""
-    from torch import nn
-
-    found: list[str] = []
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.ModuleList) or not len(module):
-            continue
-        if any(name.startswith(f"{outer}.") for outer in found):
-            continue
-        kinds = {type(child) for child in module}
-        if len(kinds) == 1 and any(isinstance(m, nn.Linear) for m in module.modules()):
-            found.append(name)
-    return found
+def default_targets(model: "nn.Module") -> list[str]:
+    """The LoRA paper's query / value modules of ``model``'s family (as peft's table names them)."""
+    found = anatomy.find(model)
+    if found is None:
+        raise InputError(f"no default LoRA targets for model type {getattr(model.config, 'model_type', None)!r}; "
+                         "pass them, e.g. --set targets=query,value")
+    return [found.query, found.value]
 
 
 def block_linears(model: "nn.Module") -> list[str]:
-    """Qualified names of every ``nn.Linear`` inside the transformer blocks."""
+    """Qualified names of every ``nn.Linear`` inside the encoder's layers (BERT / RoBERTa
+    ``encoder.layer``, DistilBERT ``transformer.layer``)."""
     from torch import nn
 
-    prefixes = tuple(f"{name}." for name in block_lists(model))
-    names = [name for name, m in model.named_modules()
-             if isinstance(m, nn.Linear) and prefixes and name.startswith(prefixes)]
-    if not names:
-        raise InputError(f"no transformer blocks with Linear layers found in {type(model).__name__}; "
-                         "pass module names, e.g. --set targets=query,value")
-    return names
+    prefix = f"{anatomy.layers_name(model)}."
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and name.startswith(prefix)]
 
 
 def resolve_targets(model: "nn.Module", targets: tuple[str, ...]) -> list[str]:
@@ -109,7 +84,7 @@ def resolve_targets(model: "nn.Module", targets: tuple[str, ...]) -> list[str]:
     out: list[str] = []
     for item in targets:
         if item == "qv":
-            out += default_targets(model.config.model_type)
+            out += default_targets(model)
         elif item == "blocks":
             out += block_linears(model)
         else:

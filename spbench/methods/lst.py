@@ -170,9 +170,7 @@ class KLST(LST):
 
 
 def backbone_depth(config: Any) -> int | None:
-    """Transformer layers of a backbone config (BERT / RoBERTa: num_hidden_layers, DistilBERT: n_layers)."""
-    for key in ("num_hidden_layers", "n_layers"):
-        value = getattr(config, key, None)
-        if isinstance(value, int):
-            return value
-    return None
+    """Transformer layers of a backbone config (transformers maps DistilBERT's ``n_layers`` to
+    ``num_hidden_layers``)."""
+    value = getattr(config, "num_hidden_layers", None)
+    return value if isinstance(value, int) else None

@@ -63,9 +63,10 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
+from spbench.anatomy import head_module_names
 from spbench.domains import at_least, hparam, positive
 from spbench.errors import InputError
-from spbench.methods.base import METHODS, NO_HOOKS, Method, StepHooks, head_module_names, register_method, set_trainable
+from spbench.methods.base import METHODS, NO_HOOKS, Method, StepHooks, register_method, set_trainable
 
 if TYPE_CHECKING:
     import torch

@@ -80,7 +80,7 @@ def load_stage1(name: str, path: str, head: str = "mlm", saved: str = "mlm") -> 
     """
     from safetensors.torch import load_model
 
-    from spbench import backbones
+    from spbench import anatomy, backbones
 
     mlm = backbones.load(name, head=saved)
     load_model(mlm.model, path, strict=True)
@@ -88,7 +88,9 @@ def load_stage1(name: str, path: str, head: str = "mlm", saved: str = "mlm") -> 
         return mlm
     target = backbones.load(name, head=head)
     result = target.model.base_model.load_state_dict(mlm.model.base_model.state_dict(), strict=False)
-    stray = [k for k in result.missing_keys if not k.startswith("pooler.")] + list(result.unexpected_keys)
+    pooler = anatomy.of(target.model).pooler
+    stray = [k for k in result.missing_keys if not (pooler and k.startswith(f"{pooler}."))]
+    stray += list(result.unexpected_keys)
     if stray:
         raise InputError(f"stage-1 checkpoint does not fit {name} ({head}): {stray[:5]}")
     return target

@@ -41,9 +41,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from spbench import anatomy
+from spbench.anatomy import head_module_names
 from spbench.domains import at_least, hparam
 from spbench.errors import InputError
-from spbench.methods.base import Method, head_module_names, register_method, set_trainable
+from spbench.methods.base import Method, register_method, set_trainable
 
 if TYPE_CHECKING:
     import torch
@@ -52,9 +54,6 @@ if TYPE_CHECKING:
     from spbench.backbones import Backbone
 
 ATTENTION = "spbench_prefix_sdpa"
-# The key / value projections of a self-attention module, per model type (for init="real").
-_KV_NAMES = {"bert": ("key", "value"), "roberta": ("key", "value"), "xlm-roberta": ("key", "value"),
-             "distilbert": ("k_lin", "v_lin")}
 
 
 def _prefix_attention(module: "nn.Module", query: "torch.Tensor", key: "torch.Tensor", value: "torch.Tensor",
@@ -63,8 +62,8 @@ def _prefix_attention(module: "nn.Module", query: "torch.Tensor", key: "torch.Te
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    batch, heads, _, head_dim = key.shape
-    pk, pv = (p.to(key.dtype).view(-1, heads, head_dim).transpose(0, 1).unsqueeze(0).expand(batch, -1, -1, -1)
+    batch, attn_heads, _, attn_dim = key.shape
+    pk, pv = (p.to(key.dtype).view(-1, attn_heads, attn_dim).transpose(0, 1).unsqueeze(0).expand(batch, -1, -1, -1)
               for p in (module.prefix.key, module.prefix.value))
     return sdpa_attention_forward(module, query, torch.cat([pk, key], dim=2), torch.cat([pv, value], dim=2),
                                   attention_mask, **kwargs)
@@ -77,14 +76,6 @@ def register_attention() -> None:
 
     AttentionInterface.register(ATTENTION, _prefix_attention)
     AttentionMaskInterface.register(ATTENTION, sdpa_mask)
-
-
-def self_attentions(model: "nn.Module") -> list["nn.Module"]:
-    """The modules that call the attention function (BertSelfAttention, DistilBertSelfAttention, ...)."""
-    found = [m for m in model.modules() if type(m).__name__.endswith("SelfAttention")]
-    if not found:
-        raise InputError(f"prefix: no self-attention module found in {type(model).__name__}")
-    return found
 
 
 def _extend_mask(length: int) -> Any:
@@ -108,15 +99,12 @@ def _extend_mask(length: int) -> Any:
     return hook
 
 
-def _real_activations(encoder: "nn.Module", attentions: list["nn.Module"], model_type: str,
+def _real_activations(encoder: "nn.Module", attentions: list["nn.Module"], names: tuple[str, str],
                       length: int, vocab: int) -> list[tuple["torch.Tensor", "torch.Tensor"]]:
-    """Keys and values (P x d each) every layer computes for P random tokens (MeZO's init)."""
+    """Keys and values (P x d each) every layer computes for P random tokens (MeZO's init);
+    ``names``: the key and value projections of an attention module."""
     import torch
 
-    if model_type not in _KV_NAMES:
-        raise InputError(f"prefix init='real' knows no key/value projections of model type {model_type!r}; "
-                         "use --set init=random")
-    names = _KV_NAMES[model_type]
     captured: dict[tuple[int, str], torch.Tensor] = {}
     handles = []
     for i, attn in enumerate(attentions):
@@ -159,9 +147,10 @@ class Prefix(Method):
             raise InputError(f"prefix num_prefix must be >= 1, not {self.num_prefix}")
         model = backbone.model
         encoder = model.base_model
-        attentions = self_attentions(encoder)
-        width = getattr(model.config, "hidden_size", None) or model.config.dim
-        real = (_real_activations(encoder, attentions, model.config.model_type, self.num_prefix,
+        attentions = anatomy.self_attentions(model)
+        parts = anatomy.of(model)
+        width = model.config.hidden_size
+        real = (_real_activations(encoder, attentions, (parts.key, parts.value), self.num_prefix,
                                   model.config.vocab_size) if self.init == "real" else None)
         gen = torch.Generator().manual_seed(0)
         for i, attn in enumerate(attentions):

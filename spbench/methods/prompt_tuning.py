@@ -27,9 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from spbench.anatomy import head_module_names
 from spbench.domains import at_least, hparam
 from spbench.errors import InputError
-from spbench.methods.base import Method, head_module_names, register_method
+from spbench.methods.base import Method, register_method
 
 if TYPE_CHECKING:
     from torch import nn
@@ -38,25 +39,24 @@ if TYPE_CHECKING:
 
 
 def _dims(config: Any) -> dict[str, int]:
-    """peft's prompt-learning sizes, read from a BERT-, RoBERTa- or DistilBERT-style config."""
-    hidden = getattr(config, "hidden_size", None) or config.dim
-    heads = getattr(config, "num_attention_heads", None) or config.n_heads
-    layers = getattr(config, "num_hidden_layers", None) or config.n_layers
-    return {"token_dim": hidden, "num_attention_heads": heads, "num_layers": layers}
+    """peft's prompt-learning sizes (transformers maps DistilBERT's ``dim`` / ``n_heads`` /
+    ``n_layers`` to these names)."""
+    return {"token_dim": config.hidden_size, "num_attention_heads": config.num_attention_heads,
+            "num_layers": config.num_hidden_layers}
 
 
 def check_positions(model: "nn.Module", added: int) -> Any:
     """A forward pre-hook that refuses a batch whose length plus ``added`` prompt tokens needs
     more positions than the backbone has (fake tensors would not notice the overflow)."""
-    config = model.config
-    max_pos = getattr(config, "max_position_embeddings", None)
-    offset = 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta") else 0
+    from spbench.data import max_seq_len
+
+    limit = max_seq_len(model.config)
 
     def hook(module: "nn.Module", args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
-        if max_pos is not None and ids is not None and ids.shape[1] + added > max_pos - offset:
+        if limit is not None and ids is not None and ids.shape[1] + added > limit:
             raise InputError(f"sequence length {ids.shape[1]} + {added} prompt tokens exceeds the "
-                             f"backbone's {max_pos - offset} positions")
+                             f"backbone's {limit} positions")
 
     return hook
 

@@ -24,8 +24,8 @@ so autograd never forms dL/dx = W^T dL/dy for a frozen W: the frozen weights are
 by backward nor is their input kept for it. The gradient reaching an earlier layer flows only
 through the LoRA branches (B A), the residual connections and the LayerNorms, so an adapter is
 needed on *every* Linear the gradient must cross: by default (``targets=blocks``) query, key,
-value, attention output, FFN in and FFN out of every block (found from the model's modules,
-``lora.block_linears``). B starts at zero, so the adapters before a block's output projection
+value, attention output, FFN in and FFN out of every block (every Linear in the encoder's
+layers, ``lora.block_linears``). B starts at zero, so the adapters before a block's output projection
 get a zero gradient in the first step and a nonzero one from the second step on. The task head
 (and BERT's pooler, which feeds it) trains in full, as in ``lora``.
 
@@ -63,9 +63,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from spbench import anatomy
 from spbench.errors import InputError
 from spbench.methods.base import register_method
-from spbench.methods.lora import LoRA, block_lists
+from spbench.methods.lora import LoRA
 
 if TYPE_CHECKING:
     import torch
@@ -79,7 +80,7 @@ def _detach_input(module: "nn.Module", args: tuple[Any, ...]) -> tuple[Any, ...]
 
 
 def frozen_linears(model: "nn.Module", scope: str) -> list[tuple[str, "nn.Module"]]:
-    """The frozen Linear layers whose input Side-LoRA detaches: inside the transformer blocks
+    """The frozen Linear layers whose input Side-LoRA detaches: inside the encoder's layers
     (scope "all"), or only the LoRA-wrapped base layers (scope "targets")."""
     from peft.tuners.lora import LoraLayer
     from torch import nn
@@ -87,9 +88,9 @@ def frozen_linears(model: "nn.Module", scope: str) -> list[tuple[str, "nn.Module
     if scope == "targets":
         return [(f"{name}.base_layer", m.base_layer) for name, m in model.named_modules()
                 if isinstance(m, LoraLayer)]
-    blocks = tuple(f"{name}." for name in block_lists(model))
+    blocks = f"{anatomy.layers_name(model)}."
     return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and not m.weight.requires_grad and blocks and name.startswith(blocks)]
+            if isinstance(m, nn.Linear) and not m.weight.requires_grad and name.startswith(blocks)]
 
 
 @register_method("side_lora")

@@ -1,7 +1,7 @@
 """How logits and the loss are made from a batch.
 
 "classification": the model's sequence-classification head on the pooled first token;
-loss = cross-entropy over the classes. "prompt" (MeZO style, ``spbench.prompt``) registers
+loss = cross-entropy over the classes. "prompt" (MeZO style, ``objectives.prompt``) registers
 itself when first asked for. An objective also makes the synthetic batches of memory / speed
 cases, since what a batch holds depends on it. The contract and the registry live in
 ``objectives.base`` so that an objective module imports them without importing this package
@@ -36,7 +36,7 @@ def get(name: str) -> Objective:
     if name not in OBJECTIVES:  # "prompt", or a name whose error should list it too
         import importlib
 
-        importlib.import_module("spbench.prompt")  # registers itself
+        importlib.import_module("spbench.objectives.prompt")  # registers itself
     return OBJECTIVES.get(name)
 
 

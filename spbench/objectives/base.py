@@ -17,7 +17,7 @@ class Objective:
     """Base: ``logits(model, batch)`` and ``loss(model, batch)``."""
 
     name = ""
-    head = "classification"  # which backbone head it needs (see backbones.HEADS)
+    head = "classification"  # which head the backbone is loaded with (backbones.HEADS; spbench.anatomy)
 
     def logits(self, model: "nn.Module", batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
         raise NotImplementedError

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from spbench.backbones import mlm_head
+from spbench.anatomy import head_module_names, mlm_head, unwrap
 from spbench.errors import InputError
 from spbench.objectives.base import OBJECTIVES, Objective, model_inputs, output_logits
 
@@ -114,15 +114,15 @@ def encode(tokenizer: Any, sentences: Sequence[str], labels: Sequence[int] | Non
     if tokenizer.mask_token_id is None:
         raise InputError(f"{type(tokenizer).__name__} has no mask token: the prompt objective needs one")
     words = label_word_ids(tokenizer, label_words)
-    head, tail = (_template_ids(tokenizer, part) for part in _split_template(template))
+    before, after = (_template_ids(tokenizer, part) for part in _split_template(template))
     lead, trail = _special_wrap(tokenizer)
-    budget = max_len - len(head) - len(tail) - len(lead) - len(trail)
+    budget = max_len - len(before) - len(after) - len(lead) - len(trail)
     if budget < 1:
         raise InputError(f"max_len {max_len} leaves no room for a sentence in template {template!r}")
     body = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
     rows = []
     for i, ids in enumerate(body):
-        tokens = lead + head + list(ids[:budget]) + tail + trail
+        tokens = lead + before + list(ids[:budget]) + after + trail
         row: dict[str, Any] = {"input_ids": tokens, "mask_pos": tokens.index(tokenizer.mask_token_id)}
         row.update({f"{WORD_KEY}{c}": w for c, w in enumerate(words)})
         if labels is not None:
@@ -153,12 +153,8 @@ def word_ids(batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
 
     count = sum(1 for key in batch if key.startswith(WORD_KEY))
     if not count:
-        raise ValueError("a prompt batch needs label_word_<i> columns (spbench.prompt.encode makes them)")
+        raise ValueError("a prompt batch needs label_word_<i> columns (spbench.objectives.prompt.encode makes them)")
     return torch.stack([batch[f"{WORD_KEY}{c}"] for c in range(count)], dim=1)
-
-
-def _unwrap(model: "nn.Module") -> "nn.Module":
-    return model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
 
 
 @dataclass
@@ -175,7 +171,7 @@ class Prompt(Objective):
 
         rows = torch.arange(batch["input_ids"].shape[0], device=batch["input_ids"].device)
         words = word_ids(batch)
-        inner = _unwrap(model)
+        inner = unwrap(model)
         head = mlm_head(inner)
         if head is not None and getattr(inner, "base_model", inner) is not inner:
             hidden = inner.base_model(**model_inputs(batch), return_dict=True).last_hidden_state
@@ -238,8 +234,6 @@ def warmup_mlm_head(backbone: "Backbone", sentences: Sequence[str], steps: int =
 
     import torch
     import torch.nn.functional as F
-
-    from spbench.methods.base import head_module_names
 
     model, tok = backbone.model, backbone.tokenizer
     head = mlm_head(model)
