@@ -40,19 +40,9 @@ if [ $# -eq 0 ]; then
 fi
 
 # The grid of a finished study, one rate more when its best full-budget rate (by validation
-# accuracy) is at an edge; nothing when it is inside.
+# accuracy) is at an edge; nothing when it is inside (spbench/sweep/edge.py).
 beyond_edge() {
-  python - "$1" <<'PY'
-import json, math, sys
-runs = [b["extra_info"] for b in json.load(open(sys.argv[1]))["benchmarks"] if b["param"] != "predicted"]
-rates = sorted({r["method_config"]["lr"] for r in runs})
-full = {r["method_config"]["lr"]: r["val_accuracy"] for r in runs if r.get("status") == "ok" and "val_accuracy" in r}
-if full and len(rates) > 1:
-    best = max(full, key=full.get)
-    if best in (rates[0], rates[-1]):
-        step = math.sqrt(10) if best == rates[-1] else 1 / math.sqrt(10)
-        print(",".join(f"{v:.2g}" for v in sorted(rates + [float(f"{best * step:.2g}")])))
-PY
+  python -m spbench.sweep.edge "$1"
 }
 
 for row in "$@"; do

@@ -11,6 +11,7 @@ Every figure is for a steady-state step: a warm-up step creates the optimizer st
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from dataclasses import dataclass, field
@@ -141,7 +142,8 @@ def build(case: Case, keep_backbone_copy: bool = False, on_device: bool = False,
 
     ``meta``: build on the meta device instead: every parameter and buffer has its shape,
     dtype and ties but no data, and nothing is initialised (no random weights drawn, no copy
-    of them made). That is all the fake-tensor prediction reads; the batch stays real.
+    of them made), and the synthetic batch is built there too (its shapes only, so any batch
+    size costs nothing). That is all the fake-tensor prediction reads.
     """
     import torch
 
@@ -153,7 +155,8 @@ def build(case: Case, keep_backbone_copy: bool = False, on_device: bool = False,
     device = "meta" if meta else case.device if on_device else "cpu"
     bb = backbones.load(case.backbone, head=objective.head, device=device)
     plain = copy.deepcopy(bb.model) if keep_backbone_copy else None
-    batch = objective.synthetic_batch(bb, case.batch_size, case.seq_len)
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        batch = objective.synthetic_batch(bb, case.batch_size, case.seq_len)
     if on_device and not meta:
         batch = {k: v.to(case.device) for k, v in batch.items()}
     # Modules and tensors a method creates (side networks, index tensors) land on the

@@ -434,8 +434,8 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
 
     A multi-stage method (``Method.stages``) is trained stage by stage, the budget split by
     each stage's ``share``, and each stage on its own share of the training rows (a seeded
-    permutation cut in order: stage 2 never sees what stage 1 trained on); its last stage is
-    scored. ``deadline``: as in :func:`fit`, for every stage.
+    permutation cut in order: stage 2 never sees what stage 1 trained on); the last stage takes
+    the rest of both, so the stages add up to the whole budget; its last stage is scored. ``deadline``: as in :func:`fit`, for every stage.
 
     Args:
         select_on: "validation" (the carved split), or "dev" (selection on the reported split:
@@ -468,7 +468,7 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
     encoded: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}  # per objective: train, dev
     stages = built.method.stages(built.backbone, built.model, case.objective)
     result = TrainResult()
-    spent, used, done_share = 0.0, 0, 0.0
+    spent, used, done_share, granted = 0.0, 0, 0.0, 0
     per_stage: list[dict[str, Any]] = []
     notes = dict(built.notes)
     for stage in stages:
@@ -483,7 +483,8 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         part = order[used:used + take]
         train_rows = [train_all[i] for i in part]
         val_rows = [train_all[i] for i in val_idx] if select_on == "validation" else dev_rows
-        stage_budget = _share(budget, stage.share)
+        stage_budget = _share(budget, stage.share, granted if last else None)
+        granted += stage_budget.steps or stage_budget.examples or 0
         steps = stage_budget.total_steps(len(train_rows), case.batch_size)
         # the budget fractions that fall in this stage, as its own steps
         local = {max(1, math.ceil((f - done_share) / stage.share * steps)): f for f in report_at
@@ -530,11 +531,14 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
                      best_step=result.best_step, predictions=predictions), result
 
 
-def _share(budget: Budget, share: float) -> Budget:
+def _share(budget: Budget, share: float, rest_after: int | None = None) -> Budget:
     """A stage's ``share`` of a steps or examples budget (``run_accuracy`` turns epochs into
-    examples of the rows trained on before the stages split it)."""
+    examples of the rows trained on before the stages split it); the last stage passes
+    ``rest_after`` (what the stages before it were given) and gets the rest, so the stages add
+    up to the whole budget, as their rows add up to all the rows."""
     if share >= 1.0:
         return budget
-    if budget.steps is not None:
-        return Budget(steps=max(1, round(budget.steps * share)))
-    return Budget(examples=max(1, round(budget.examples * share)))  # type: ignore[operator]
+    kind = "steps" if budget.steps is not None else "examples"
+    total: int = getattr(budget, kind)
+    amount = total - rest_after if rest_after is not None else round(total * share)
+    return Budget(**{kind: max(1, amount)})

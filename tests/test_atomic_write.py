@@ -113,3 +113,16 @@ def test_two_writers_of_one_file_never_share_a_temporary(tmp_path: Path, monkeyp
     assert len(set(temporaries)) == 2  # one temporary per call
     assert target.read_text() == "first writer\n"  # the last rename wins, whole
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask022", "umask002"])
+def test_a_written_report_has_an_ordinary_mode_that_respects_the_umask(tmp_path: Path, umask: int) -> None:
+    """The temporary file a write goes through is made 0600; the report must end as an ordinary
+    file (0666 less the umask: others may read it), whether it is new or replaces one."""
+    target = tmp_path / "report.md"
+    for _ in range(2):  # new, then replacing the first
+        proc = subprocess.run([sys.executable, "-c", "import sys; from spbench.cli import main; "
+                               "sys.exit(main(sys.argv[1:]))", "report", str(FIXTURE), "-o", str(target)],
+                              capture_output=True, text=True, preexec_fn=lambda: os.umask(umask))
+        assert proc.returncode == 0, proc.stderr
+        assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~umask)

@@ -251,3 +251,20 @@ def test_update_across_schema_versions_replaces_without_failing(tmp_path: Path,
     code, out, err = check(capsys, current, baseline, "--update")
     assert code == 0 and "FAILED" not in out + err and "schema_version 1 -> 2" in out
     assert check(capsys, current, baseline)[0] == 0
+
+
+def test_exactly_at_the_tolerance_passes_just_beyond_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """"Worse by more than the tolerance" fails: +1% exactly passes the default 1%, one byte more
+    fails; likewise an improvement is noted only beyond the tolerance."""
+    def peak(value: int) -> Callable[[dict[str, Any]], None]:
+        def edit(doc: dict[str, Any]) -> None:
+            predicted(doc, CASE)["predicted_cuda_peak_bytes"] = value
+
+        return edit
+
+    baseline = derived(tmp_path, "baseline.json", peak(100_000))
+    for value, code, noted in ((101_000, 0, False), (101_001, 1, False), (99_000, 0, False), (98_999, 0, True)):
+        got, out, _ = check(capsys, derived(tmp_path, f"{value}.json", peak(value)), baseline)
+        assert (got, "improved by more than 1%" in out) == (code, noted), (value, out)
+    got, _, _ = check(capsys, derived(tmp_path, "half.json", peak(100_500)), baseline, "--tolerance", "0.5%")
+    assert got == 0

@@ -95,3 +95,27 @@ def test_only_input_errors_are_user_errors(monkeypatch: pytest.MonkeyPatch, caps
     monkeypatch.setattr(cli, "cmd_list", failing(KeyError("a bug")))
     with pytest.raises(KeyError, match="a bug"):
         cli.main(["list"])
+
+
+def _limited_memory() -> None:
+    """A child's address space capped at 8 GiB: a real allocation of the batch fails at once
+    (rather than swapping the machine), a prediction on fake tensors needs far less."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+
+@pytest.mark.parametrize("objective", ["classification", "prompt"])
+def test_estimate_answers_for_any_batch_size(objective: str) -> None:
+    """The prediction builds nothing real, the synthetic batch included: a billion rows give
+    an answer (bytes, enormous), at least one float32 hidden state of the whole batch."""
+    batch, seq_len, hidden = 1_000_000_000, 16, 32  # tiny-bert's hidden size
+    proc = subprocess.run([sys.executable, "-m", "spbench.cli", "estimate", "--method", "lora",
+                           "--backbone", "tiny-bert", "--objective", objective, "--batch-size", str(batch),
+                           "--seq-len", str(seq_len), "--json"],
+                          capture_output=True, text=True, preexec_fn=_limited_memory, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads(proc.stdout)
+    assert info["batch_size"] == batch
+    assert info["predicted_cuda_peak_bytes"] >= batch * seq_len * hidden * 4
+    assert info["predicted_inference_peak_bytes"] >= batch * seq_len * hidden * 4

@@ -141,3 +141,24 @@ def test_a_matrix_with_levers_has_each_lever_only_where_it_applies() -> None:
         "lst-tiny-bert-b2-s8-bf16-weights", "mezo-tiny-bert-b2-s8-bf16-weights"]
     with pytest.raises(InputError, match="--grad-checkpointing wants off, on or off,on"):
         Options(grad_checkpointing="yes").cases("memory")
+
+
+FROZEN_EMBEDDINGS = [n for n in CHECKPOINTED if n != "full_ft"]
+
+
+@pytest.mark.parametrize("method", FROZEN_EMBEDDINGS)
+def test_checkpointing_keeps_frozen_embeddings_out_of_backward(method: str) -> None:
+    """Non-reentrant checkpointing needs no input that requires grad: the frozen embeddings'
+    output must not require one (transformers' enable_input_require_grads is undone: it would
+    pull backward through every frozen layer down to the embeddings), and the gradient must
+    still reach every trainable parameter inside the checkpointed layers (reentrant
+    checkpointing gives them none when no input requires grad)."""
+    built, _ = build(Case(method, "tiny-roberta", 2, 8, grad_checkpointing=True))
+    embeddings = built.model.get_input_embeddings()
+    assert not any(p.requires_grad for p in embeddings.parameters())
+    seen: list[bool] = []
+    embeddings.register_forward_hook(lambda module, args, out: seen.append(out.requires_grad))
+    built.objective.loss(built.model, built.batch).backward()
+    assert seen and not any(seen)
+    missing = [n for n, p in built.model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing

@@ -102,3 +102,61 @@ def test_stage2_step_trains_only_the_side_network() -> None:
     lst, _ = predict(Case("lst", "tiny-bert", 4, 16))
     assert metrics["predicted_cuda_peak_bytes"] == lst["predicted_cuda_peak_bytes"]
     assert metrics["params_trainable"] == lst["params_trainable"] < metrics["params_total"]
+
+
+@pytest.fixture(scope="module")
+def tiny_with_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer BERT (d=32) with minilm-l6's tokenizer, as a local checkpoint."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    root = tmp_path_factory.mktemp("tiny") / "tiny"
+    tokenizer = AutoTokenizer.from_pretrained(backbones.minilm_path())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertForSequenceClassification(config).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return str(root)
+
+
+@pytest.mark.parametrize("budget, share, expected", [
+    ("examples=1000", "0.25", [("examples", 250), ("examples", 750)]),
+    ("steps=5", "0.5", [("steps", 2), ("steps", 3)]),  # the stages add up to the whole budget
+    ("steps=7", "0.3", [("steps", 2), ("steps", 5)]),
+    ("epochs=0.5", "0.25", [("examples", 2), ("examples", 6)]),  # an epoch: the 16 rows trained on
+])
+def test_stages_split_the_budget_and_the_rows_by_mezo_share(budget: str, share: str, expected: list,
+                                                            tiny_with_tokenizer: str, tmp_path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage 1 gets ``mezo_share`` of the budget and of the training rows, stage 2 the rest of
+    both (never a step more or less than the whole). Training itself is replaced by a stand-in
+    that records what each stage was given."""
+    import re
+
+    from transformers import AutoTokenizer
+
+    from spbench import train
+
+    lines = ["sentence\tlabel"] + [f"a {w} film {i}\t{y}" for i, (y, w) in enumerate([(0, "dull"), (1, "great")] * 10)]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")  # 20 rows: 4 for validation, 16 trained on
+    (tmp_path / "dev.tsv").write_text("\n".join(lines[:5]) + "\n")
+    given: list[tuple[str, int, int]] = []
+    seen: list[set[str]] = []  # the rows' numbers, whatever each stage's objective made of the sentence
+    tokenizer = AutoTokenizer.from_pretrained(tiny_with_tokenizer)
+
+    def stand_in(method, model, objective, train_rows, dev_rows, budget, **kw):
+        kind = "steps" if budget.steps is not None else "examples"
+        given.append((kind, getattr(budget, kind), len(train_rows)))
+        seen.append({re.search(r"film (\d+)", tokenizer.decode(row["input_ids"])).group(1) for row in train_rows})
+        steps = budget.total_steps(len(train_rows), kw["batch_size"])
+        return train.TrainResult(accuracy=0.5, f1=0.5, val_accuracy=0.5, train_steps=steps,
+                                 predictions=[0] * len(dev_rows) if dev_rows else None)
+
+    monkeypatch.setattr(train, "fit", stand_in)
+    case = Case("mezo_lst", tiny_with_tokenizer, 4, 16, overrides=(("mezo_share", share),
+                                                              ("checkpoint_dir", str(tmp_path / "ck"))))
+    result, _ = train.run_accuracy(case, train.Budget.parse(budget), str(tmp_path), validation_size=4)
+    assert [(kind, amount) for kind, amount, _ in given] == expected
+    rows = [n for _, _, n in given]
+    assert sum(rows) == 16 and rows[0] == max(1, round(float(share) * 16))
+    assert [s["train_rows"] for s in result.stages] == rows
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 16  # disjoint rows, every one trained on

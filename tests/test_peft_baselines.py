@@ -95,3 +95,45 @@ def test_prompt_tuning_refuses_what_it_cannot_do() -> None:
         build(Case("prompt_tuning", "tiny-roberta", 2, 8, objective="prompt"))
     with pytest.raises(ValueError, match="prompt tokens exceeds"):
         predict(Case("prompt_tuning", "tiny-roberta", 2, 500))
+
+
+OWN = {  # what each baseline trains besides the head (names with peft's wrappers removed)
+    "bitfit": lambda name: name.endswith("bias"),
+    "ia3": lambda name: ".ia3_l." in name,
+    "prefix": lambda name: ".prefix." in name,
+    "prompt_tuning": lambda name: name.startswith("prompt_encoder."),
+}
+OBJECTIVES = [(m, "classification") for m in BASELINES] + [(m, "prompt") for m in BASELINES if m != "prompt_tuning"]
+
+
+def _plain_name(name: str) -> str:
+    """A parameter's name in the wrapped model, as the unwrapped one names it."""
+    for prefix in ("base_model.model.", "base_model."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    return name.replace(".modules_to_save.default.", ".")
+
+
+@pytest.mark.parametrize("backbone", TINY)
+@pytest.mark.parametrize("method, objective", OBJECTIVES)
+def test_each_objective_trains_the_method_and_the_head_it_has(method: str, objective: str, backbone: str) -> None:
+    """Under the classification objective: the method's own parameters and the whole
+    classification head (BERT's pooler too); under the prompt objective: the method's own
+    parameters only (the masked-LM head keeps its weights). peft's frozen originals of the
+    head stay frozen."""
+    from spbench import backbones, objectives
+    from spbench.methods.base import head_module_names
+
+    built, _ = build(Case(method, backbone, 2, 8, objective=objective))
+    plain = backbones.load(backbone, head=objectives.get(objective).head).model
+    heads = tuple(f"{h}." for h in head_module_names(plain)) if objective == "classification" else ()
+    params = {_plain_name(n): p for n, p in built.model.named_parameters() if ".original_module." not in n}
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    assert trainable == {n for n in params if OWN[method](n) or n.startswith(heads)}
+    assert any(OWN[method](n) for n in trainable)
+    if heads:
+        assert any(n.startswith(heads) and n.endswith("weight") for n in trainable)
+        assert backbone != "tiny-bert" or "bert.pooler.dense.weight" in trainable  # BERT's head reads its pooler
+    originals = [n for n, p in built.model.named_parameters() if ".original_module." in n and p.requires_grad]
+    assert not originals, originals

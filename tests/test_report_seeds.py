@@ -183,3 +183,20 @@ def test_one_seed_with_two_different_results_is_refused(tmp_path: Path, capsys: 
     assert main(["report", first, second]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "seed 0" in err and first in err and second in err, err
+
+
+def test_two_seeds_give_the_sample_std_even_when_it_is_zero(tmp_path: Path) -> None:
+    """n = 2: the sample standard deviation (|a - b| / sqrt 2), in the seed table and in the
+    study's best line; two equal seeds show ± 0.00 (2), not a bare count that reads as one run."""
+    infos = [run("3e-4", 0, 0.86, trial=0), run("3e-4", 1, 0.88, trial=1),
+             run("1e-3", 0, 0.80, trial=2), run("1e-3", 1, 0.80, trial=3)]
+    text = render(report_args([write(tmp_path / "s.json", infos)]))
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| lora (lr=")}
+    assert "87.00 ± 1.41 (2)" in rows["lora (lr=0.0003)"]
+    assert "80.00 ± 0.00 (2)" in rows["lora (lr=0.001)"]
+    assert "lora (lr=0.0003): dev accuracy 87.00 ± 1.41 (2) %, seeds 0,1" in text
+    from spbench.reporting.sweep import configuration_rows, configurations
+
+    _, table = configuration_rows(configurations(infos, select="sst2_accuracy"))
+    cells = {row[0]: row[2] for row in table}  # configuration -> dev accuracy
+    assert cells == {"lora (lr=0.0003)": "87.00 ± 1.41 (2)", "lora (lr=0.001)": "80.00 ± 0.00 (2)"}

@@ -163,3 +163,97 @@ def test_the_pruner_keeps_the_two_best_of_every_rung() -> None:
     assert make_pruner(setup()).__class__.__name__ == "NopPruner"
     with pytest.raises(InputError, match="one seed"):
         setup(pruner="halving", seeds=(0, 1))
+
+
+def test_recovery_requeues_a_dead_local_worker_but_never_another_hosts_running_trial() -> None:
+    """On a journal (no heartbeat), a running trial whose worker on this host is gone is failed
+    and queued again; one owned by a worker on another host cannot be checked from here and is
+    left running, however long it has run (re-running it would train the unit twice)."""
+    from spbench.sweep.trials import recover
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone = worker_id(child.pid)
+    child.wait()
+    study = optuna.create_study(direction="maximize")
+    elsewhere = add(study, TrialState.RUNNING, 1e-3, 0, **{ATTR_OWNER: {"trial": 0, "worker": "otherhost:4242:99"}})
+    dead = add(study, TrialState.RUNNING, 3e-3, 0, **{ATTR_OWNER: {"trial": 1, "worker": gone}})
+    log: list[str] = []
+    assert recover(study, setup(max_retry=2), heartbeat=False, log=log.append) == 1
+    trials = study.get_trials()
+    assert trials[elsewhere].state == TrialState.RUNNING
+    assert trials[dead].state == TrialState.FAIL and log == [f"trial {dead}: its worker is gone; queued again"]
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    assert [(params_of(t), t.system_attrs.get("retry_history")) for t in queued] == [({"lr": 3e-3}, [dead])]
+    assert recover(study, setup(max_retry=2), heartbeat=False, log=log.append) == 0  # nothing twice
+
+
+def test_a_unit_whose_worker_died_is_retried_up_to_max_retry_then_failed() -> None:
+    """A failed trial without a result (its worker died) does not finish its unit until it has
+    been re-run ``max_retry`` times; a failed trial with a result is a finished data point."""
+    study = optuna.create_study(direction="maximize")
+    add(study, TrialState.FAIL, 1e-3, 0)  # killed once
+    assert plan(study, setup(max_retry=1), enqueue=False).failed == 0
+    add(study, TrialState.FAIL, 1e-3, 0)  # its retry killed too: given up
+    assert plan(study, setup(max_retry=1), enqueue=False).failed == 1
+    assert plan(study, setup(max_retry=2), enqueue=False).failed == 0
+    add(study, TrialState.FAIL, 3e-3, 0, 0.0, status="failed")  # failed as a data point: never retried
+    now = plan(study, setup(max_retry=2), enqueue=False)
+    assert (now.failed, now.done, now.waiting) == (1, 0, 0)
+
+
+def test_a_failed_run_is_a_data_point_and_a_collapsed_one_is_scored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The objective on an in-memory study, training replaced by given outcomes: a run that
+    failed (NaN loss) fails its trial with its result kept, and is not queued again; a collapsed
+    run (one class predicted) completes with its validation accuracy."""
+    from spbench.sweep.trials import Objective, recover
+
+    outcomes = {1e-3: {"status": "failed", "reason": "loss became nan at step 3"},
+                3e-3: {"status": "collapsed", "reason": "predicts one class", "val_accuracy": 0.5,
+                       "sst2_accuracy": 0.49}}
+    s = setup()
+    objective = Objective(s, progress=False, log=lambda line: None)
+    monkeypatch.setattr(objective, "predicted", lambda case, config: {})
+    monkeypatch.setattr(objective, "_train", lambda case, seed, note, trial: dict(outcomes[trial.params["lr"]]))
+    study = optuna.create_study(direction="maximize")
+    for lr in outcomes:
+        study.enqueue_trial({"lr": lr}, user_attrs={ATTR_SEED: 0})
+    study.optimize(objective, n_trials=2)
+    failed, collapsed = study.get_trials()
+    assert failed.state == TrialState.FAIL and failed.user_attrs[ATTR_RESULT]["status"] == "failed"
+    assert collapsed.state == TrialState.COMPLETE and collapsed.value == 0.5
+    assert recover(study, s, heartbeat=False, log=lambda line: None) == 0
+    now = plan(study, s)
+    assert (now.done, now.failed, now.waiting, now.new_configs) == (1, 1, 0, 0)
+
+
+def test_local_workers_share_torchs_threads(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--workers N starts N processes with 1/N of torch's threads each (at least one)."""
+    import argparse
+
+    import torch
+
+    from spbench.sweep import command
+
+    assert [command.worker_threads(t, n) for t, n in ((4, 1), (4, 2), (8, 3), (2, 4), (1, 1))] == [4, 2, 2, 1, 1]
+    started: list[int] = []
+
+    class Done:  # a worker that has finished by the first look
+        pid, exitcode = 1, 0
+
+        def __init__(self, target: Any, name: str, daemon: bool, args: tuple[Any, ...]) -> None:
+            started.append(args[-1])
+
+        def start(self) -> None: ...
+        def is_alive(self) -> bool: return False
+        def join(self, timeout: float | None = None) -> None: ...
+
+    monkeypatch.setattr(command.multiprocessing, "get_context", lambda method: argparse.Namespace(Process=Done))
+    monkeypatch.setattr(command.time, "sleep", lambda s: None)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        args = argparse.Namespace(storage=None, heartbeat=60, max_retry=2, workers=2)
+        assert command.supervise(setup(), args, tmp_path, heartbeat=False) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert started == [2, 2]

@@ -1,8 +1,8 @@
 """Predicted CUDA figures of a case: its step on fake tensors with CUDA's choices emulated.
 
 The case is built on the meta device (shapes, dtypes and ties, no data: nothing is drawn or
-copied, whatever the backbone's size) and its parameters become fake CPU tensors; a case
-built with real weights predicts the same figures (tested), only slower.
+copied, whatever the backbone's or the batch's size) and its parameters and batch become fake
+CPU tensors; a case built with real weights predicts the same figures (tested), only slower.
 
 Deterministic to the byte and independent of the machine: this is what ``spbench check``
 gates. Also counts FLOPs and the parameters backward reads on the same fake step, and
@@ -29,8 +29,8 @@ from spbench.measure.trace import AllocTrace, Trace
 
 
 def _fake_batch(batch: dict[str, torch.Tensor], mode: Any) -> dict[str, torch.Tensor]:
-    """Fake CPU copies of a batch; a batch on the meta device (a size search builds no real
-    batch) becomes fake CPU tensors of the same shapes."""
+    """Fake CPU copies of a batch; a batch on the meta device (what ``predict`` and a size
+    search build: no real batch) becomes fake CPU tensors of the same shapes."""
     return {k: to_fake(v, mode) for k, v in batch.items()}
 
 

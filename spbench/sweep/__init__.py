@@ -6,6 +6,7 @@
     document.py  the study as pytest-benchmark JSON for ``spbench report`` / ``spbench check``
     summary.py   what the command prints (plan, progress, results)
     command.py   the command line and local worker processes
+    edge.py      one more learning rate where a finished grid's best is on its edge (reference script)
 
 Importing this package imports neither optuna nor torch: ``spbench --help`` stays instant.
 """
