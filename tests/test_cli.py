@@ -27,6 +27,7 @@ def spbench(*args: str) -> subprocess.CompletedProcess[str]:
         (["report", "no-such-results.json"], "no such file"),  # raised in a library module, not cli.py
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:
     proc = spbench(*args)
     assert proc.returncode == 2
@@ -42,6 +43,7 @@ def test_list_names_methods_and_backbones() -> None:
     assert ("method", "side_lora") in names and ("backbone", "roberta-large") in names
 
 
+@pytest.mark.slow
 def test_estimate_json_has_design_keys() -> None:
     proc = spbench("estimate", "--method", "side_lora", "--backbone", "tiny-bert", "--batch-size", "2",
                    "--seq-len", "16", "--set", "scope=targets", "--json")
@@ -55,6 +57,7 @@ def test_estimate_json_has_design_keys() -> None:
         assert key in info, key
 
 
+@pytest.mark.slow
 def test_fit_answers_the_largest_batch_that_fits(capsys: pytest.CaptureFixture[str]) -> None:
     """The budget is batch 5's peak: no power of two, so a search that only doubles (4) or
     overshoots (6) answers differently from the right one."""

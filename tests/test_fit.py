@@ -73,6 +73,7 @@ def test_nothing_fits(monkeypatch: pytest.MonkeyPatch) -> None:
     assert answer.to_json()["fits"] is False
 
 
+@pytest.mark.slow
 def test_the_answer_is_the_real_prediction() -> None:
     from spbench.measure.predict import predict
 
@@ -85,6 +86,7 @@ def test_the_answer_is_the_real_prediction() -> None:
         assert answer.peak == at_answer <= budget < answer.next.peak
 
 
+@pytest.mark.slow
 def test_the_device_total_is_fitted_by_default() -> None:
     """By default the budget holds the device total (reserved + the card's context), and the
     answer says so; fitting the allocated peak to the same budget answers a larger batch."""
@@ -112,6 +114,7 @@ def test_the_device_total_is_fitted_by_default() -> None:
     (["--fit-over", "seq-len"], 2, "error"),
     (["--fit", "1GiB", "--batch-size", "x"], 2, "error"),  # an argparse error too
 ])
+@pytest.mark.slow
 def test_json_output_is_pure_json_in_every_outcome(extra: list[str], code: int, key: str) -> None:
     proc = spbench("estimate", "--method", "lora", "--backbone", "tiny-bert", "--batch-size", "2",
                    "--seq-len", "16", "--json", *extra)

@@ -104,6 +104,7 @@ def test_compare_groups_sizes_present_on_one_side_only() -> None:
     assert diagnose.replay(trace[:6], start=3) == (1024 + 512 + 2048, [(1024, f), (512, []), (2048, [])])
 
 
+@pytest.mark.slow
 def test_session_dry_run_on_cpu(tmp_path: Path, sst2_dir: Path) -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     carry = tmp_path / "carry"

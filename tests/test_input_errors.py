@@ -66,6 +66,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_a_hub_id_that_cannot_be_reached_offline() -> None:
     proc = _cli("-m", "spbench.cli", "estimate", "--method", "lora", "--backbone", "someorg/not-cached-anywhere")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

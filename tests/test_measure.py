@@ -94,6 +94,7 @@ def _predicted(case: Case, meta: bool) -> dict:
 
 
 @pytest.mark.parametrize("method", methods.names())
+@pytest.mark.slow
 def test_meta_build_predicts_what_real_weights_predict(method: str) -> None:
     """The prediction builds on the meta device (no data); every figure must equal the one
     predicted from real random weights, for every registered method."""
@@ -103,6 +104,7 @@ def test_meta_build_predicts_what_real_weights_predict(method: str) -> None:
     assert _predicted(case, meta=True) == _predicted(case, meta=False)
 
 
+@pytest.mark.slow
 def test_meta_build_of_a_pretrained_checkpoint_predicts_the_same() -> None:
     """A checkpoint (minilm-l6) is built on meta from its config alone; prompt objective (MLM
     head, tied decoder, tokenizer label words), LST's pruned init."""
@@ -110,6 +112,7 @@ def test_meta_build_of_a_pretrained_checkpoint_predicts_the_same() -> None:
     assert _predicted(case, meta=True) == _predicted(case, meta=False)
 
 
+@pytest.mark.slow
 def test_prediction_is_identical_in_two_processes() -> None:
     code = (
         "import json; from spbench.case import Case; from spbench.measure.predict import predict; "

@@ -66,6 +66,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
      "--set k=4 (klst): k must be odd and >= 1, not 4"),
     (["--set", "r=0", "--methods", "lora"], ["--set", "r=0"], "--set r=0 (lora): r must be >= 1, not 0"),
 ])
+@pytest.mark.slow
 def test_every_front_end_refuses_before_any_work(tmp_path: Path, matrix: list[str], single: list[str],
                                                  message: str) -> None:
     run = _run("-m", "spbench.cli", "run", "--out", str(tmp_path / "out"), "--backbones", "tiny-bert", *matrix)

@@ -73,6 +73,7 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+@pytest.mark.slow
 def test_a_signal_reaches_pytest_and_leaves_no_temporary_file(bench: Path, tmp_path: Path, signum: int) -> None:
     out, marker = tmp_path / "out", tmp_path / "pytest.pid"
     out.mkdir()
@@ -101,6 +102,7 @@ def test_a_signal_reaches_pytest_and_leaves_no_temporary_file(bench: Path, tmp_p
             os.kill(child, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_run_where_every_case_failed_replaces_nothing(bench: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = spbench_run(bench, out, FAKE_INFOS=json.dumps(predicted_infos(2)))
@@ -115,6 +117,7 @@ def test_a_run_where_every_case_failed_replaces_nothing(bench: Path, tmp_path: P
     assert not list(out.glob(".*partial"))
 
 
+@pytest.mark.slow
 def test_fewer_successful_cases_go_beside_the_old_file(bench: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert spbench_run(bench, out, FAKE_INFOS=json.dumps(predicted_infos(3))).returncode == 0
@@ -131,6 +134,7 @@ def test_fewer_successful_cases_go_beside_the_old_file(bench: Path, tmp_path: Pa
     assert again.returncode == 0 and len(json.loads((out / "cpu.json").read_text())["benchmarks"]) == 4
 
 
+@pytest.mark.slow
 def test_as_many_other_cases_go_beside_the_old_file(bench: Path, tmp_path: Path) -> None:
     """A run of other cases, as many as the file holds, never replaces it: nothing is lost."""
     out = tmp_path / "out"

@@ -144,10 +144,12 @@ def two_workers_one_killed(tiny: dict[str, str], out: Path, storage: str, study:
     assert_each_once(load(storage, study), units=6)
 
 
+@pytest.mark.slow
 def test_two_workers_one_killed_run_every_configuration_and_seed_once(tiny: dict[str, str], tmp_path: Path) -> None:
     two_workers_one_killed(tiny, tmp_path, str(tmp_path / "sweep.journal"), "t")
 
 
+@pytest.mark.slow
 def test_interrupted_or_killed_sweep_resumes_and_finishes(tiny: dict[str, str], tmp_path: Path) -> None:
     from spbench.sweep.trials import ATTR_INTERRUPTED
 
@@ -176,6 +178,7 @@ def test_interrupted_or_killed_sweep_resumes_and_finishes(tiny: dict[str, str], 
                    for t in study.trials)
 
 
+@pytest.mark.slow
 def test_two_workers_one_killed_against_postgresql(tiny: dict[str, str], tmp_path: Path) -> None:
     url = os.environ.get(POSTGRES_ENV)
     if not url:
@@ -213,10 +216,12 @@ def pruned_sweep(tiny: dict[str, str], out: Path, storage: str, study: str, *ext
     assert report.returncode == 0 and "pruned search:" in report.stdout and "% of it)" in report.stdout, report.stderr
 
 
+@pytest.mark.slow
 def test_pruned_search_with_two_workers_on_the_journal(tiny: dict[str, str], tmp_path: Path) -> None:
     pruned_sweep(tiny, tmp_path, str(tmp_path / "sweep.journal"), "p")
 
 
+@pytest.mark.slow
 def test_pruned_search_with_two_workers_on_postgresql(tiny: dict[str, str], tmp_path: Path) -> None:
     url = os.environ.get(POSTGRES_ENV)
     if not url:
@@ -224,6 +229,7 @@ def test_pruned_search_with_two_workers_on_postgresql(tiny: dict[str, str], tmp_
     pruned_sweep(tiny, tmp_path, url, f"p-{uuid.uuid4().hex[:8]}", "--storage", url)
 
 
+@pytest.mark.slow
 def test_pareto_sweep_with_nsga2_starts_from_the_defaults_and_reports_the_front(
         tiny: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from spbench.cli import main
