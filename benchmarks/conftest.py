@@ -45,6 +45,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"BATCHxMAX_LEN of accuracy cases (default {DEFAULT_ACCURACY_SHAPE})")
     group.addoption("--eval-every", type=int, default=0, help="accuracy: score the validation split every N steps, keep the best (dev is scored once, at the end)")
     group.addoption("--seed", type=int, default=0, help="accuracy: training seed (weights, dropout, data order)")
+    group.addoption("--report-records", type=int, default=10_000,
+                    help="test_report_speed.py: synthetic records in the report (default: %(default)s)")
 
 
 def options_of(config: pytest.Config) -> Options:

@@ -17,6 +17,7 @@ Bump ``SCHEMA_VERSION`` whenever measuring code changes what a number means: ``r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -99,11 +100,17 @@ _JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an inte
                bool: "true or false", type(None): "null"}
 
 
+@functools.cache
+def _case_hints() -> dict[str, Any]:
+    """Case's field annotations, resolved once (``get_type_hints`` evaluates every string anew)."""
+    return typing.get_type_hints(Case)
+
+
 def check_types(info: dict[str, Any]) -> None:
     """Every identity, status and training key of one ``extra_info`` has its JSON type (an
     integer is not a bool or a float, though older records' strings of digits pass); metrics
     are numbers."""
-    hints = typing.get_type_hints(Case)
+    hints = _case_hints()
     expected = {**{k: (hints[k],) for k in CASE_FIELDS if isinstance(hints[k], type)}, **_FIELD_TYPES}
     for key, types in expected.items():
         if key not in info:
@@ -194,7 +201,7 @@ class Result:
         Raises InputError naming the first field whose JSON type is wrong.
         """
         check_types(info)
-        hints = typing.get_type_hints(Case)
+        hints = _case_hints()
         fields = {key: int(info[key]) if hints[key] is int else info[key] for key in CASE_FIELDS if key in info}
         if info["device"] != PREDICTED:
             fields["device"] = info["device"]

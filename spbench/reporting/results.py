@@ -279,10 +279,13 @@ def merge_rows(records: list[Record]) -> list[Row]:
         key = (*(_key(getattr(r.case, k)) for k in CASE_FIELDS), _config_key(r.method_config))
         cases.setdefault(key, {}).setdefault(r.device, []).append(rec)
         by_id.setdefault(r.case_id, key)
+    configs_of: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for key in cases:
+        configs_of.setdefault(key[:-1], []).append(key)
     for rec in unknown:  # joins its case's row (same case id, else the case's only configuration)
         r = rec.result
         fields = tuple(_key(getattr(r.case, k)) for k in CASE_FIELDS)
-        same_case = [k for k in cases if k[:-1] == fields]
+        same_case = configs_of.get(fields, [])
         key = by_id.get(r.case_id) or (same_case[0] if len(same_case) == 1 else (*fields, _config_key({})))
         cases.setdefault(key, {}).setdefault(r.device, []).append(rec)
     rows = []
@@ -306,13 +309,14 @@ def _label(rows: list[Row]) -> None:
     for row in rows:
         if row.method_config:  # an unrecorded configuration tells nothing apart
             configs.setdefault(row.method, []).append(row.method_config)
+    differs = {method: sorted(k for k in {k for c in seen for k in c}
+                              if len({_config_key({"v": c.get(k)}) for c in seen}) > 1)
+               for method, seen in configs.items()}  # once per method: linear in the rows
     for row in rows:
-        seen = configs.get(row.method, [])
-        if not row.method_config and seen:
+        if not row.method_config and row.method in configs:
             row.label = f"{row.method} (configuration not recorded)"
             continue
-        differing = sorted(k for k in {k for c in seen for k in c}
-                           if len({_config_key({"v": c.get(k)}) for c in seen}) > 1)
+        differing = differs.get(row.method, [])
         extra = ", ".join(f"{k}={_short(row.method_config.get(k))}" for k in differing)
         name = "+".join((row.method, *row.case.levers))
         row.label = f"{name} ({extra})" if extra else name

@@ -88,17 +88,19 @@ def merge_over_seeds(records: list[Record]) -> list[Row]:
     setups: dict[str | None, dict[str, list[Record]]] = {}
     for rec in records:
         setups.setdefault(_setup_key(rec), {}).setdefault(_case_key(rec), []).append(rec)
-    plain = [r for runs in setups.pop(None, {}).values() for r in runs]
+    plain: dict[str, list[Record]] = {}  # by identity: each setup takes its own cases' records
+    for rec in (r for runs in setups.pop(None, {}).values() for r in runs):
+        plain.setdefault(_identity(rec), []).append(rec)
     trained_cases = {_identity(r) for runs in setups.values() for group in runs.values() for r in group}
-    rows = merge_rows([r for r in plain if _identity(r) not in trained_cases]) if plain else []
+    untrained = [r for key, recs in plain.items() if key not in trained_cases for r in recs]
+    rows = merge_rows(untrained) if untrained else []
     for setup, by_case in setups.items():
         folded, extras = [], {}
         for group in by_case.values():
             record, extra = fold(group)
             folded.append(record)
             extras[_identity(record)] = extra
-        cases = set(extras)
-        part = merge_rows(folded + [r for r in plain if _identity(r) in cases])
+        part = merge_rows(folded + [r for key in extras for r in plain.get(key, [])])
         for row in part:
             extra = extras.get(_row_identity(row))
             if extra is not None:

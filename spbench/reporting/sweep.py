@@ -219,14 +219,14 @@ def trial_tables(records: list[Any]) -> list[Any]:
     from spbench.reporting.tables import NONE, Table
 
     studies: dict[str, list[dict[str, Any]]] = {}
-    predicted = []
+    predicted: dict[str, dict[str, Any]] = {}  # by case: each study joins its own, not every one
     for rec in records:
         info = rec.result.to_extra_info()
         note = info.get("sweep")
         if isinstance(note, dict) and "study" in note:
             studies.setdefault(note["study"], []).append(info)
-        elif str(info.get("device", "")).startswith("predicted"):
-            predicted.append(info)
+        elif str(info.get("device", "")).startswith("predicted") and "predicted_cuda_peak_bytes" in info:
+            predicted[_case_of(info)] = info
     tables = []
     for study, infos in studies.items():
         infos.sort(key=lambda i: i["sweep"].get("trial", 0))
@@ -241,7 +241,7 @@ def trial_tables(records: list[Any]) -> list[Any]:
                          f"{i['train_examples']:,}" if "train_examples" in i else NONE,
                          *(f"{i[k] * 100:.2f}" if k in i else NONE for k in ("val_accuracy", "sst2_accuracy", "sst2_f1")),
                          f"{i['train_time_s']:.0f}" if "train_time_s" in i else NONE])
-        configs = configurations(infos + predicted)
+        configs = configurations(infos + [predicted[c] for c in dict.fromkeys(map(_case_of, infos)) if c in predicted])
         notes = [best_line(configs)]
         front = pareto_front(configs)
         if len([c for c in configs if c.predicted_peak is not None]) > 1:
