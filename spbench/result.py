@@ -215,8 +215,11 @@ class Result:
     def key(self, setup: bool = True, device: bool = True) -> str:
         """This result's configuration (:func:`identity_key`): with its training setup (a training
         run's; None for a benchmark step or a prediction) and the device it ran on."""
-        return identity_key(self.case, self.method_config, self.train_config if setup else None,
-                        self.device if device else None)
+        keys = self.__dict__.setdefault("_keys", {})  # a report asks each record several times
+        if (setup, device) not in keys:
+            keys[setup, device] = identity_key(self.case, self.method_config, self.train_config if setup else None,
+                                               self.device if device else None)
+        return keys[setup, device]
 
     def identity(self) -> dict[str, Any]:
         return {**{k: getattr(self.case, k) for k in CASE_FIELDS}, "method_config": self.method_config,

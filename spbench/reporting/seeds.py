@@ -12,6 +12,7 @@ labelled by what differs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 from dataclasses import dataclass
@@ -31,17 +32,25 @@ def _setup_key(record: Record) -> str | None:
     return json.dumps({k: train.get(k) for k in SETUP_KEYS}, sort_keys=True, default=str)
 
 
-@dataclass
 class Stat:
-    """Mean, sample standard deviation (n - 1; None for one value) and count of one metric over seeds."""
+    """Mean, sample standard deviation (n - 1; None for one value) and count of one metric over
+    seeds. The deviation is computed when first read (``statistics.stdev`` is exact, and slow)."""
 
-    mean: float
-    std: float | None
-    n: int
+    def __init__(self, values: list[float]) -> None:
+        self.values = values
+        self.mean = statistics.fmean(values)
+        self.n = len(values)
 
     @classmethod
     def of(cls, values: list[float]) -> "Stat":
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+        return cls(values)
+
+    @functools.cached_property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if self.n > 1 else None
+
+    def __repr__(self) -> str:
+        return f"Stat(mean={self.mean!r}, n={self.n})"
 
     def text(self, scale: float = 1.0, decimals: int = 2) -> str:
         spread = f" ± {self.std * scale:.{decimals}f}" if self.std is not None else ""
