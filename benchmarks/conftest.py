@@ -25,6 +25,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--rounds", type=int, default=3, help="timed rounds per step case")
     group.addoption("--deadline", type=float, default=0.0,
                     help="Unix time after which remaining cases are skipped as over budget (0: none)")
+    group.addoption("--report-records", type=int, default=10_000,
+                    help="test_report_speed.py: synthetic records in the report (default: %(default)s)")
 
 
 def options_of(config: pytest.Config) -> Options:

@@ -22,7 +22,8 @@ def test_memory(benchmark: Any, memory_case: Case) -> None:
         out: dict[str, Any] = {}
 
         def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-            built, plain = build(case, keep_backbone_copy=True, meta=True)
+            built = build(case, keep_backbone_copy=True, meta=True)
+            plain = built.plain
             out["built"] = built
             return (built, plain), {}
 

@@ -36,7 +36,8 @@ pytestmark = pytest.mark.predict_path
 
 def _timed(case: Case, meta: bool) -> tuple[dict[str, Any], dict[str, Any], float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
-    built, plain = build(case, keep_backbone_copy=True, meta=meta)
+    built = build(case, keep_backbone_copy=True, meta=meta)
+    plain = built.plain
     metrics = predict_built(built, plain)
     return metrics, built.notes, time.perf_counter() - wall, time.process_time() - cpu
 

@@ -23,7 +23,7 @@ def test_step(benchmark: Any, step_case: Case, request: Any) -> None:
 
     def body() -> None:
         baseline = cuda_baseline(case.device)
-        built, _ = build(case, on_device=True)
+        built = build(case, on_device=True)
         metrics, step = measure_built(built, baseline)
         pedantic(benchmark, synced(step, case.device), rounds=rounds, warmup_rounds=0, iterations=1)
         if benchmark.stats is not None:

@@ -42,7 +42,7 @@ def _train(case: Case, rows: list[dict[str, Any]], pad_id: int, grouped: bool) -
     from spbench.case import build
     from spbench.train import Budget, batches, fit
 
-    built, _ = build(case)
+    built = build(case)
     res = fit(built.method, built.model, built.objective, rows, None, Budget(steps=STEPS),
               batch_size=case.batch_size, seed=0, pad_id=pad_id, progress=False, measure_peak=False,
               group_by_length=grouped)

@@ -124,8 +124,13 @@ class Case:
         cls.from_overrides(dict(self.overrides))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Built:
+    """A built case: what :func:`build` made, never reassigned afterwards (a step that needs
+    another batch or case makes a new one with ``dataclasses.replace``). The model and the
+    batch's tensors are the case's own: a prediction turns them fake, a measurement moves them
+    to the device."""
+
     case: Case
     method: Method
     objective: Objective
@@ -133,12 +138,13 @@ class Built:
     model: torch.nn.Module
     batch: dict[str, torch.Tensor]
     notes: dict[str, Any] = field(default_factory=dict)
+    plain: torch.nn.Module | None = None  # an untouched copy of the backbone (``keep_backbone_copy``)
 
 
-def build(case: Case, keep_backbone_copy: bool = False, on_device: bool = False,
-          meta: bool = False) -> tuple[Built, torch.nn.Module | None]:
+def build(case: Case, keep_backbone_copy: bool = False, on_device: bool = False, meta: bool = False) -> Built:
     """Load the backbone and prepare the method, on the CPU (or on ``case.device`` with
-    ``on_device``); optionally keep an untouched copy of the backbone (the no-grad floor).
+    ``on_device``); optionally keep an untouched copy of the backbone (``Built.plain``: the
+    no-grad floor).
 
     ``meta``: build on the meta device instead: every parameter and buffer has its shape,
     dtype and ties but no data, and nothing is initialised (no random weights drawn, no copy
@@ -171,4 +177,4 @@ def build(case: Case, keep_backbone_copy: bool = False, on_device: bool = False,
             plain.to(getattr(torch, case.weights_dtype))
     model.train()
     notes = {**objective.notes(bb), **method.notes(bb)}
-    return Built(case, method, objective, bb, model, batch, notes), plain
+    return Built(case, method, objective, bb, model, batch, notes, plain)

@@ -139,10 +139,10 @@ def predict_peak(case: Case, on: str = "device", allocator: str = "default",
     from spbench.measure.predict import predict_built
 
     small = dataclasses.replace(case, batch_size=1, seq_len=2)
-    built, _ = build(small, meta=True)  # the model does not depend on the shape; no weights drawn
+    built = build(small, meta=True)  # the model does not depend on the shape; no weights drawn
     with torch.device("meta"):
-        built.batch = built.objective.synthetic_batch(built.backbone, case.batch_size, case.seq_len)
-    built.case = case
+        batch = built.objective.synthetic_batch(built.backbone, case.batch_size, case.seq_len)
+    built = dataclasses.replace(built, case=case, batch=batch)
     return int(predict_built(built, allocator=allocator, card=card)[FIT_ON[on]]), built.backbone.config
 
 

@@ -20,6 +20,8 @@ tests/test_schema.py fails when a deterministic figure changes without a bump.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 import typing
 from dataclasses import dataclass, field
@@ -123,6 +125,12 @@ def mixed_meanings(results: list[tuple[str, "Result"]]) -> str:
 
 # What ran: every Case field but overrides (typed in method_config) and device (a result's own).
 CASE_FIELDS = tuple(f.name for f in dataclasses.fields(Case) if f.name not in ("overrides", "device"))
+# The training setup a run shares with the other seeds of its configuration (``train_config``
+# bar the seed and what follows from the case or the method: max_len, lr_schedule, validation).
+SETUP_KEYS = ("budget", "warmup", "clip", "eval_every", "group_by_length", "select_on")
+# Case fields every identity names; a field added later is named only off its default, so a
+# configuration recorded before it existed keeps its identity (and a sweep its trial keys).
+_FIRST_FIELDS = ("method", "backbone", "batch_size", "seq_len", "objective", "dtype")
 IDENTITY_KEYS = (*CASE_FIELDS, "method_config", "device", "schema_version", "case_id")
 TRAINING_KEYS = ("train_config", "stages", "best_step", "predictions")
 # What a record must carry to be read at all (older records lack the newer Case fields).
@@ -139,11 +147,42 @@ _JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an inte
                bool: "true or false", type(None): "null"}
 
 
+def identity_key(case: Case, method_config: dict[str, Any], train_config: dict[str, Any] | None = None,
+             device: str | None = None) -> str:
+    """A configuration's identity, the one every grouping uses (report rows, seeds folded into
+    one row, a sweep's configurations and its trial keys): the case's fields, its resolved
+    hyperparameters, with ``train_config`` the training setup (:data:`SETUP_KEYS`; the seed is
+    what tells the runs of one configuration apart), with ``device`` where it ran.
+
+    A JSON text, so equal identities compare and hash equal.
+    """
+    defaults = _case_defaults()
+    doc: dict[str, Any] = {k: getattr(case, k) for k in CASE_FIELDS
+                           if k in _FIRST_FIELDS or getattr(case, k) != defaults[k]}
+    doc["method_config"] = method_config
+    if device is not None:
+        doc["device"] = device
+    if train_config is not None:
+        doc["train"] = {k: train_config.get(k) for k in SETUP_KEYS}
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+@functools.cache
+def _case_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(Case)}
+
+
+@functools.cache
+def _case_hints() -> dict[str, Any]:
+    """Case's field annotations, resolved once (``get_type_hints`` evaluates every string anew)."""
+    return typing.get_type_hints(Case)
+
+
 def check_types(info: dict[str, Any]) -> None:
     """Every identity, status and training key of one ``extra_info`` has its JSON type (an
     integer is not a bool or a float, though older records' strings of digits pass); metrics
     are numbers."""
-    hints = typing.get_type_hints(Case)
+    hints = _case_hints()
     expected = {**{k: (hints[k],) for k in CASE_FIELDS if isinstance(hints[k], type)}, **_FIELD_TYPES}
     for key, types in expected.items():
         if key not in info:
@@ -213,6 +252,15 @@ class Result:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    def key(self, setup: bool = True, device: bool = True) -> str:
+        """This result's configuration (:func:`identity_key`): with its training setup (a training
+        run's; None for a benchmark step or a prediction) and the device it ran on."""
+        keys = self.__dict__.setdefault("_keys", {})  # a report asks each record several times
+        if (setup, device) not in keys:
+            keys[setup, device] = identity_key(self.case, self.method_config, self.train_config if setup else None,
+                                               self.device if device else None)
+        return keys[setup, device]
+
     def identity(self) -> dict[str, Any]:
         return {**{k: getattr(self.case, k) for k in CASE_FIELDS}, "method_config": self.method_config,
                 "device": self.device, "schema_version": self.schema_version, "case_id": self.case_id}
@@ -234,7 +282,7 @@ class Result:
         Raises InputError naming the first field whose JSON type is wrong.
         """
         check_types(info)
-        hints = typing.get_type_hints(Case)
+        hints = _case_hints()
         fields = {key: int(info[key]) if hints[key] is int else info[key] for key in CASE_FIELDS if key in info}
         if info["device"] != PREDICTED:
             fields["device"] = info["device"]

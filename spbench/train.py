@@ -457,7 +457,7 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
     budget = budget or Budget.parse(DEFAULT_CPU_BUDGET)
     data = load_sst2(sst2_dir)
     train_idx, val_idx, validation = carve_validation(data["train"], validation_size or VALIDATION_SIZE)
-    built, _ = build(case, on_device=False)
+    built = build(case, on_device=False)
     tokenizer = built.backbone.tokenizer
     pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
     given = budget

@@ -76,7 +76,7 @@ def test_predicted_lora_forward_keeps_bool_masks(monkeypatch: Any) -> None:
     big = 1 << 24  # elements; allocated after the forward, so the peak is the live set then
 
     def live_after_forward(skip: tuple[str, ...]) -> int:
-        built, _ = build(Case("lora", "tiny-bert", B, S, overrides=(("dropout", "0.1"),)), meta=True)
+        built = build(Case("lora", "tiny-bert", B, S, overrides=(("dropout", "0.1"),)), meta=True)
         kept: list[torch.Tensor] = []
 
         def forward() -> None:

@@ -188,8 +188,8 @@ def test_a_window_deeper_than_the_backbone_says_how_much_is_padding() -> None:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        deep, _ = build(Case("klst", "tiny-bert", 2, 8))
+        deep = build(Case("klst", "tiny-bert", 2, 8))
     assert deep.notes["klst_padding"] == "k=9 exceeds the backbone's 2 layers: 14 of 18 window members are all-zero padding"
     assert any("klst_padding" not in str(w.message) and "14 of 18" in str(w.message) for w in caught)
-    shallow, _ = build(Case("klst", "tiny-bert", 2, 8, overrides=(("k", "1"),)))
+    shallow = build(Case("klst", "tiny-bert", 2, 8, overrides=(("k", "1"),)))
     assert "klst_padding" not in shallow.notes

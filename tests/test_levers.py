@@ -66,7 +66,7 @@ def test_tracker_sees_checkpoint_recomputation() -> None:
 def test_checkpointing_keeps_gradients_and_lowers_activations() -> None:
     grads = []
     for gc in (False, True):
-        built, _ = build(Case("lora", "tiny-roberta", 4, 32, grad_checkpointing=gc))
+        built = build(Case("lora", "tiny-roberta", 4, 32, grad_checkpointing=gc))
         built.model.eval()  # no dropout: the two runs must compute the same thing
         built.objective.loss(built.model, built.batch).backward()
         grads.append({n: p.grad for n, p in built.model.named_parameters() if p.requires_grad})
@@ -89,9 +89,9 @@ def test_checkpointing_in_the_prediction(method: str) -> None:
 @pytest.mark.parametrize("method", CHECKPOINTED)
 def test_checkpointed_fake_peak_equals_real_cpu_peak(method: str) -> None:
     case = Case(method, "tiny-bert", 2, 16, grad_checkpointing=True)
-    built, _ = build(case)
+    built = build(case)
     fake = predict_built(built, emulate_cuda=False)["predicted_cuda_peak_bytes"]
-    built, _ = build(case)
+    built = build(case)
     assert fake == measure_built(built)[0]["peak_bytes"]
 
 
@@ -107,15 +107,15 @@ def test_mezo_half_weights_halve_its_weights_and_its_floor() -> None:
 @pytest.mark.parametrize("method", ["mezo", "lst", "klst"])
 def test_half_weights_fake_peak_equals_real_cpu_peak(method: str) -> None:
     case = Case(method, "tiny-roberta", 2, 16, dtype="bf16-weights")
-    built, _ = build(case)
+    built = build(case)
     fake = predict_built(built, emulate_cuda=False)["predicted_cuda_peak_bytes"]
-    built, _ = build(case)
+    built = build(case)
     assert fake == measure_built(built)[0]["peak_bytes"]
 
 
 @pytest.mark.parametrize("objective", ["classification", "prompt"])
 def test_lst_half_weights_keep_the_side_network_float32_and_trained(objective: str) -> None:
-    built, _ = build(Case("lst", "tiny-roberta", 2, 16, objective=objective, dtype="bf16-weights"))
+    built = build(Case("lst", "tiny-roberta", 2, 16, objective=objective, dtype="bf16-weights"))
     backbone = {id(p) for p in built.model.backbone.parameters()}
     side = [(n, p) for n, p in built.model.named_parameters() if id(p) not in backbone]
     assert all(p.dtype == torch.bfloat16 for p in built.model.backbone.parameters())

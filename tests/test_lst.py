@@ -46,7 +46,7 @@ def _backbone_params(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     ("klst", (("pool_all", "true"), ("window_dropout", "0.2"))),
     ("klst", (("fusion", "position"), ("pool_all", "true"), ("window_dropout", "0.2")))])
 def test_backward_never_touches_the_backbone(backbone: str, method: str, overrides: tuple) -> None:
-    built, _ = build(Case(method, backbone, 2, 8, overrides=overrides))
+    built = build(Case(method, backbone, 2, 8, overrides=overrides))
     optimizer = built.method.make_optimizer(built.model)
     hooks = BackwardReadHooks(built.model)
     step_fn(built, optimizer, ChainHooks(hooks))()
@@ -59,7 +59,7 @@ def test_backward_never_touches_the_backbone(backbone: str, method: str, overrid
 
 
 def test_unfreezing_last_layer_lets_backward_into_it_only() -> None:
-    built, _ = build(Case("lst", "tiny-bert", 2, 8, overrides=(("unfreeze_last", "1"),)))
+    built = build(Case("lst", "tiny-bert", 2, 8, overrides=(("unfreeze_last", "1"),)))
     hooks = BackwardReadHooks(built.model)
     step_fn(built, built.method.make_optimizer(built.model), ChainHooks(hooks))()
     read = [n for n in hooks.reads.read if n.startswith("backbone.")]
@@ -209,7 +209,7 @@ def test_mlm_head_scores_the_vocabulary_and_backward_skips_the_encoder() -> None
 
 @pytest.mark.parametrize("overrides", [(("k", "3"),), (("k", "3"), ("fusion", "position"))])
 def test_training_step_changes_side_parameters_only(overrides: tuple) -> None:
-    built, _ = build(Case("klst", "tiny-bert", 4, 8, overrides=overrides))
+    built = build(Case("klst", "tiny-bert", 4, 8, overrides=overrides))
     before = {n: p.detach().clone() for n, p in built.model.named_parameters()}
     optimizer = built.method.make_optimizer(built.model)
     for _ in range(2):

@@ -19,7 +19,7 @@ def _trainable(model: torch.nn.Module) -> set[str]:
 
 
 def _run_step(case: Case) -> tuple[object, BackwardReadHooks]:
-    built, _ = build(case)
+    built = build(case)
     optimizer = built.method.make_optimizer(built.model)
     hooks = BackwardReadHooks(built.model)
     step_fn(built, optimizer, ChainHooks(hooks))()
@@ -47,8 +47,8 @@ def test_lora_trains_adapters_and_head_only(backbone: str) -> None:
 
 @pytest.mark.parametrize("backbone", TINY)
 def test_side_lora_has_lora_blocks_trainable_set(backbone: str) -> None:
-    lora, _ = build(Case("lora_blocks", backbone, 2, 8))
-    side, _ = build(Case("side_lora", backbone, 2, 8))
+    lora = build(Case("lora_blocks", backbone, 2, 8))
+    side = build(Case("side_lora", backbone, 2, 8))
     assert _trainable(side.model) == _trainable(lora.model)
 
 
@@ -63,10 +63,10 @@ def test_blocks_targets_are_the_six_linears_of_every_block(backbone: str) -> Non
     found = block_linears(plain)
     assert len(found) == 6 * n_layers
     assert not any(k in name for name in found for k in ("pooler", "classifier"))
-    built, _ = build(Case("side_lora", backbone, 2, 8))
+    built = build(Case("side_lora", backbone, 2, 8))
     wrapped = [name for name, m in built.model.named_modules() if isinstance(m, LoraLayer)]
     assert len(wrapped) == 6 * n_layers
-    lora, _ = build(Case("lora", backbone, 2, 8))  # the LoRA paper's default: query and value only
+    lora = build(Case("lora", backbone, 2, 8))  # the LoRA paper's default: query and value only
     assert len([m for m in lora.model.modules() if isinstance(m, LoraLayer)]) == 2 * n_layers
 
 
@@ -123,7 +123,7 @@ def test_side_lora_with_qv_adapters_only_trains_the_head() -> None:
 @pytest.mark.parametrize("method", ["lora", "lora_blocks", "side_lora", "mezo"])
 def test_bert_pooler_trains_with_the_head(method: str) -> None:
     overrides = (("trainable", "head"),) if method == "mezo" else ()
-    built, _ = build(Case(method, "tiny-bert", 2, 8, overrides=overrides))
+    built = build(Case(method, "tiny-bert", 2, 8, overrides=overrides))
     pooler = {n for n in _trainable(built.model) if ".pooler." in n}
     assert pooler and all(n.endswith(("dense.weight", "dense.bias")) for n in pooler)
 
@@ -148,7 +148,7 @@ def three_steps(case: Case) -> tuple[list[str], list[str], int]:
     tensors that changed, number of trainable tensors). Trained: received a nonzero gradient
     in some step, or, for a forward-only method such as MeZO, changed."""
     torch.manual_seed(0)
-    built, _ = build(case)
+    built = build(case)
     model = built.model
     optimizer = built.method.make_optimizer(model)
     params = dict(model.named_parameters())
@@ -211,7 +211,7 @@ def _adapter_grads(case: Case, state: dict[str, torch.Tensor] | None) -> tuple[d
     """One backward of ``case`` (dropout off) from the parameters ``state``: the gradient of every
     trainable parameter, and the state used."""
     torch.manual_seed(0)
-    built, _ = build(case)
+    built = build(case)
     model = built.model
     if state is None:
         with torch.no_grad():  # B starts at zero (zero A gradients): give every adapter a value

@@ -21,7 +21,7 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _step(case: Case) -> tuple[object, BackwardReadHooks, dict[str, torch.Tensor]]:
-    built, _ = build(case)
+    built = build(case)
     before = {n: p.detach().clone() for n, p in built.model.named_parameters()}
     optimizer = built.method.make_optimizer(built.model)
     hooks = BackwardReadHooks(built.model)
@@ -44,15 +44,15 @@ def test_gradient_reaches_every_trainable_element_and_frozen_stay(method: str, b
 @pytest.mark.parametrize("method", BASELINES)
 def test_fake_peak_equals_real_cpu_peak(method: str) -> None:
     case = Case(method, "tiny-roberta", 4, 16)
-    built, _ = build(case)
+    built = build(case)
     fake = predict_built(built, emulate_cuda=False)["predicted_cuda_peak_bytes"]
-    built, _ = build(case)
+    built = build(case)
     assert fake == measure_built(built)[0]["peak_bytes"]
 
 
 @pytest.mark.parametrize("backbone", TINY)
 def test_bitfit_trains_biases_and_head_only(backbone: str) -> None:
-    built, _ = build(Case("bitfit", backbone, 2, 8))
+    built = build(Case("bitfit", backbone, 2, 8))
     names = set(_trainable(built.model))
     biases = {n for n, _ in built.model.named_parameters() if n.endswith("bias")}
     assert biases <= names
@@ -63,7 +63,7 @@ def test_bitfit_trains_biases_and_head_only(backbone: str) -> None:
 
 @pytest.mark.parametrize("backbone", TINY)
 def test_ia3_scales_key_value_and_ffn_inner_activation(backbone: str) -> None:
-    built, _ = build(Case("ia3", backbone, 2, 8))
+    built = build(Case("ia3", backbone, 2, 8))
     config = built.model.config
     vectors = {n: p for n, p in _trainable(built.model).items() if "ia3_l" in n}
     layers = getattr(config, "num_hidden_layers", None) or config.n_layers
@@ -76,7 +76,7 @@ def test_ia3_scales_key_value_and_ffn_inner_activation(backbone: str) -> None:
 
 
 def test_prompt_tuning_lengthens_the_encoder_sequence() -> None:
-    built, _ = build(Case("prompt_tuning", "tiny-bert", 2, 8, overrides=(("num_virtual_tokens", "5"),)))
+    built = build(Case("prompt_tuning", "tiny-bert", 2, 8, overrides=(("num_virtual_tokens", "5"),)))
     seen: list[tuple[int, ...]] = []
     layer = next(m for n, m in built.model.named_modules() if n.endswith("encoder.layer.0"))
     layer.register_forward_hook(lambda m, a, out: seen.append(tuple(a[0].shape)))

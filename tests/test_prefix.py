@@ -16,7 +16,7 @@ def _attention(built: object) -> torch.nn.Module:
 
 
 def test_prefix_attention_is_softmax_over_prefix_and_input() -> None:
-    built, _ = build(Case("prefix", "tiny-bert", 2, 8))
+    built = build(Case("prefix", "tiny-bert", 2, 8))
     attn = _attention(built).eval()
     x = torch.randn(2, 6, 32)
     with torch.no_grad():
@@ -37,7 +37,7 @@ def test_prefix_attention_is_softmax_over_prefix_and_input() -> None:
 
 @pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-roberta", "tiny-distilbert"])
 def test_padding_stays_masked_and_prefix_matters(backbone: str) -> None:
-    built, _ = build(Case("prefix", backbone, 2, 8))
+    built = build(Case("prefix", backbone, 2, 8))
     model = built.model.eval()
     batch = {k: v.clone() for k, v in built.batch.items()}
     with torch.no_grad():
@@ -52,9 +52,9 @@ def test_padding_stays_masked_and_prefix_matters(backbone: str) -> None:
 
 
 def test_real_init_differs_from_random_and_is_deterministic() -> None:
-    real1, _ = build(Case("prefix", "tiny-roberta", 2, 8))
-    real2, _ = build(Case("prefix", "tiny-roberta", 2, 8))
-    rand, _ = build(Case("prefix", "tiny-roberta", 2, 8, overrides=(("init", "random"),)))
+    real1 = build(Case("prefix", "tiny-roberta", 2, 8))
+    real2 = build(Case("prefix", "tiny-roberta", 2, 8))
+    rand = build(Case("prefix", "tiny-roberta", 2, 8, overrides=(("init", "random"),)))
     a, b, c = (_attention(x).prefix.key for x in (real1, real2, rand))
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)

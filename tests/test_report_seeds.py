@@ -97,7 +97,7 @@ def test_configurations_are_keyed_by_every_case_field() -> None:
     gc_case = replace(Case("lora", "minilm-l6", 32, 64, overrides=(("lr", "3e-4"),)), grad_checkpointing=True)
     gc_run = {**plain, **Result.of(gc_case, metrics={"sst2_accuracy": 0.80}, train_config={**TRAIN, "seed": 0}).to_extra_info()}
     on_cuda = {**plain, "device": "cuda"}
-    confs = configurations([plain, gc_run, on_cuda, predicted("3e-4")])
+    confs = configurations([Result.from_extra_info(i) for i in (plain, gc_run, on_cuda, predicted("3e-4"))])
     assert len(confs) == 3 and all(len(c.seeds) == 1 for c in confs)
     assert sum(c.predicted_peak == 300 << 20 for c in confs) == 2  # the gc case has no predicted record
 
@@ -197,6 +197,44 @@ def test_two_seeds_give_the_sample_std_even_when_it_is_zero(tmp_path: Path) -> N
     assert "lora (lr=0.0003): dev accuracy 87.00 ± 1.41 (2) %, seeds 0,1" in text
     from spbench.reporting.sweep import configuration_rows, configurations
 
-    _, table = configuration_rows(configurations(infos, select="sst2_accuracy"))
+    _, table = configuration_rows(configurations([Result.from_extra_info(i) for i in infos], select="sst2_accuracy"))
     cells = {row[0]: row[2] for row in table}  # configuration -> dev accuracy
     assert cells == {"lora (lr=0.0003)": "87.00 ± 1.41 (2)", "lora (lr=0.001)": "80.00 ± 0.00 (2)"}
+
+
+def test_a_sweep_and_the_overview_group_the_same_runs_the_same_way(tmp_path: Path) -> None:
+    """One identity and one aggregation over seeds: the overview's rows and a study's
+    configurations are the same groups with the same means, spreads and seeds; runs with and
+    without gradient checkpointing, or with another clipping, are apart in both."""
+    from dataclasses import replace
+
+    from spbench.reporting.results import load
+    from spbench.reporting.seeds import merge_over_seeds
+    from spbench.reporting.sweep import configurations
+
+    def with_case(info: dict[str, Any], **changes: Any) -> dict[str, Any]:
+        result = Result.from_extra_info(info)
+        return replace(result, case=replace(result.case, **changes)).to_extra_info()
+
+    plain = [run("3e-4", s, 0.80 + s / 100, trial=s) for s in (0, 1, 2)] + [run("3e-4", 3, None, trial=3)]
+    gc = [with_case(run("3e-4", s, 0.70 + s / 50, trial=10 + s), grad_checkpointing=True) for s in (0, 1)]
+    unclipped = [{**run("3e-4", s, 0.60, trial=20 + s), "train_config": {**TRAIN, "clip": None, "seed": s}}
+                 for s in (0, 1)]
+    records = load([write(tmp_path / "s.json", plain + gc + unclipped + [predicted("3e-4")])])[1]
+
+    rows = [row for row in merge_over_seeds(records) if row.train_config]
+    configs = configurations([rec.result for rec in records])
+
+    def groups_of_rows() -> list[tuple[Any, ...]]:
+        return sorted((tuple(r.train_config["seeds"]), str(r.train_config["clip"]),
+                       round(r.metrics["sst2_accuracy"], 9), r.spread["sst2_accuracy"]) for r in rows)
+
+    def groups_of_configs() -> list[tuple[Any, ...]]:
+        return sorted((tuple(c.seeds), str(c.train_config["clip"]), round(c.stats["sst2_accuracy"].mean, 9),
+                       (c.stats["sst2_accuracy"].std, c.stats["sst2_accuracy"].n)) for c in configs)
+
+    assert len(rows) == len(configs) == 3
+    assert groups_of_rows() == groups_of_configs()
+    assert sorted(r.case.grad_checkpointing for r in rows) == [False, False, True]
+    assert {tuple(r.train_config["seeds"]) for r in rows} == {(0, 1, 2), (0, 1)}
+    assert next(c for c in configs if c.seeds == [0, 1, 2]).failed == ["seed 3: loss became nan at step 3"]

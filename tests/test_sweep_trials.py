@@ -16,6 +16,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from spbench import methods
+from spbench.case import Case
 from spbench.errors import InputError
 from spbench.sweep.setup import Setup
 from spbench.sweep.space import build_space
@@ -28,7 +29,7 @@ LR = FloatDistribution(1e-5, 1e-2, log=True)
 
 def setup(**kw: Any) -> Setup:
     params = tuple(build_space(methods.get("lora"), grid=["lr=1e-3,3e-3"]))
-    return Setup("lora", "minilm-l6", 32, 64, params, **kw)
+    return Setup(Case("lora", "minilm-l6", 32, 64), params, **kw)
 
 
 def add(study: Any, state: TrialState, lr: float, seed: int, accuracy: float | None = None,
@@ -257,3 +258,19 @@ def test_local_workers_share_torchs_threads(tmp_path: Any, monkeypatch: pytest.M
     finally:
         torch.set_num_threads(threads)
     assert started == [2, 2]
+
+
+def test_a_trial_key_tells_grad_checkpointing_apart_and_keeps_older_keys() -> None:
+    """The trial key is the one configuration identity: a Case field added later (gradient
+    checkpointing) counts, and at its default leaves the keys older studies stored unchanged."""
+    import dataclasses
+
+    from spbench.sweep.setup import config_key
+
+    plain = setup()
+    gc = dataclasses.replace(plain, case=dataclasses.replace(plain.case, grad_checkpointing=True))
+    config = {"lr": 1e-3}
+    keys = {config_key(s.trial_case(config), config, s) for s in (plain, gc)}
+    assert len(keys) == 2
+    # the key a study stored for this configuration before the identity was shared
+    assert config_key(plain.trial_case(config), config, plain) == "ca93a82fbdd7a26f"

@@ -116,7 +116,7 @@ def predicted_side(case: Any) -> dict[str, Any]:
     from spbench.measure.predict import fake_step
     from spbench.measure.step import autocast_for
 
-    built, _ = build(case, meta=True)
+    built = build(case, meta=True)
     with frozen_gc(), fake_step(built) as (optimizer, _):
         blocks, peak = tracked_blocks(built, optimizer, autocast_for(built.case, "cpu"))
     return {"source": "fake-tensor step, CUDA emulated (spbench.measure.predict)", "peak_bytes": peak, "blocks": blocks}
@@ -129,7 +129,7 @@ def cpu_side(case: Any) -> dict[str, Any]:
     from spbench.case import build
     from spbench.measure.step import autocast_for
 
-    built, _ = build(dataclasses.replace(case, device="cpu"))
+    built = build(dataclasses.replace(case, device="cpu"))
     optimizer = built.method.make_optimizer(built.model)
     blocks, peak = tracked_blocks(built, optimizer, autocast_for(built.case, "cpu"))
     return {"source": "real step on the CPU under the labelling MemTracker (dry run: not CUDA)",
@@ -160,7 +160,7 @@ def cuda_side(case: Any) -> dict[str, Any]:
 
     baseline = cuda_baseline(case.device)
     torch.cuda.memory._record_memory_history(max_entries=2_000_000, stacks="python")
-    built, _ = build(case, on_device=True)
+    built = build(case, on_device=True)
     built.model.to(case.device)
     optimizer = built.method.make_optimizer(built.model)
     step = step_fn(built, optimizer, ChainHooks(autocast=autocast_for(case, "cuda")))

@@ -83,7 +83,7 @@ def predicted_then() -> dict[str, int]:
 
 
 def predict_peak(case: Case, skip: tuple[str, ...]) -> int:
-    built, _ = build(case, meta=True)
+    built = build(case, meta=True)
     return int(predict_built(built, skip=skip)["predicted_cuda_peak_bytes"])
 
 

@@ -37,7 +37,7 @@ def predict_row(info: dict[str, Any]) -> dict[str, Any] | str:
     case, why = case_of(info)
     if case is None:
         return f"- `{info['case_id']}`: {why}"
-    built, _ = build(case, meta=True)
+    built = build(case, meta=True)
     traces: list[Trace] = []
     metrics = predict_built(built, traces=traces)
     expandable = simulate(traces[0].events, expandable=True, start=traces[0].step_start)

@@ -61,7 +61,7 @@ def measure_built(built: Built, baseline: tuple[int, int] = (0, 0)) -> tuple[dic
     """
     device = built.case.device
     built.model.to(device)
-    built.batch = {k: v.to(device) for k, v in built.batch.items()}
+    built.batch.update({k: v.to(device) for k, v in built.batch.items()})
     dev_type = torch.device(device).type
     hooks = ChainHooks(autocast=autocast_for(built.case, dev_type))
     optimizer = built.method.make_optimizer(built.model)

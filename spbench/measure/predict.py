@@ -43,7 +43,7 @@ def fake_step(built: Built, emulate_cuda: bool = True,
     Yields ``(optimizer, mode)``: the prediction's step, and the diagnostic's labelled one."""
     mode = fake_mode()
     fakeify(built.model, mode)
-    built.batch = _fake_batch(built.batch, mode)
+    built.batch.update(_fake_batch(built.batch, mode))  # the same batch, its tensors fake
     with mode, (cuda_emulation(skip) if emulate_cuda else contextlib.nullcontext()):
         yield built.method.make_optimizer(built.model, foreach=True if emulate_cuda else None), mode
 
@@ -111,5 +111,6 @@ def predict_inference(built: Built, plain: torch.nn.Module, mode: Any, emulate_c
 def predict(case: Case, allocator: str = "default", card: str = DEFAULT_CARD,
             traces: list[Trace] | None = None) -> tuple[dict[str, Any], Built]:
     """Predicted figures of ``case``, built on the meta device (no weights drawn or copied)."""
-    built, plain = build(case, keep_backbone_copy=True, meta=True)
+    built = build(case, keep_backbone_copy=True, meta=True)
+    plain = built.plain
     return predict_built(built, plain, allocator=allocator, card=card, traces=traces), built

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 from spbench.case import Case
 from spbench.errors import InputError
-from spbench.result import CASE_FIELDS, METRICS, PREDICTED, REQUIRED_KEYS, Result, mixed_meanings
+from spbench.result import CASE_FIELDS, METRICS, PREDICTED, REQUIRED_KEYS, Result, identity_key, mixed_meanings
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,7 @@ def _once(records: list[Record], duplicates: list[str]) -> list[Record]:
         if seed is None:
             out.append(rec)
             continue
-        setup = {k: v for k, v in (res.train_config or {}).items() if k != "seed"}
-        key = json.dumps([res.identity(), setup, seed], sort_keys=True, default=str)
+        key = json.dumps([res.key(), seed])
         first = kept.get(key)
         if first is None:
             kept[key] = rec
@@ -266,22 +265,26 @@ def _merge_into(row: Row, rec: Record) -> None:
 
 def merge_rows(records: list[Record]) -> list[Row]:
     """One row per (case, measured device); predicted figures join every measured row of their case."""
-    cases: dict[tuple[Any, ...], dict[str, list[Record]]] = {}
-    by_id: dict[str, tuple[Any, ...]] = {}
+    cases: dict[str, dict[str, list[Record]]] = {}  # configuration -> device -> records
+    by_id: dict[str, str] = {}
     unknown = []  # records without a method_config (a case that failed before recording it)
     for rec in records:
         r = rec.result
         if not r.method_config:
             unknown.append(rec)
             continue
-        key = (*(_key(getattr(r.case, k)) for k in CASE_FIELDS), _config_key(r.method_config))
+        key = identity_key(r.case, r.method_config)
         cases.setdefault(key, {}).setdefault(r.device, []).append(rec)
         by_id.setdefault(r.case_id, key)
+    configs_of: dict[str, list[str]] = {}  # the case alone -> its configurations
+    for key in cases:
+        first = next(iter(cases[key].values()))[0].result
+        configs_of.setdefault(identity_key(first.case, {}), []).append(key)
     for rec in unknown:  # joins its case's row (same case id, else the case's only configuration)
         r = rec.result
-        fields = tuple(_key(getattr(r.case, k)) for k in CASE_FIELDS)
-        same_case = [k for k in cases if k[:-1] == fields]
-        key = by_id.get(r.case_id) or (same_case[0] if len(same_case) == 1 else (*fields, _config_key({})))
+        alone = identity_key(r.case, {})
+        same_case = configs_of.get(alone, [])
+        key = by_id.get(r.case_id) or (same_case[0] if len(same_case) == 1 else alone)
         cases.setdefault(key, {}).setdefault(r.device, []).append(rec)
     rows = []
     for by_device in cases.values():
@@ -304,13 +307,14 @@ def _label(rows: list[Row]) -> None:
     for row in rows:
         if row.method_config:  # an unrecorded configuration tells nothing apart
             configs.setdefault(row.method, []).append(row.method_config)
+    differs = {method: sorted(k for k in {k for c in seen for k in c}
+                              if len({_config_key({"v": c.get(k)}) for c in seen}) > 1)
+               for method, seen in configs.items()}  # once per method: linear in the rows
     for row in rows:
-        seen = configs.get(row.method, [])
-        if not row.method_config and seen:
+        if not row.method_config and row.method in configs:
             row.label = f"{row.method} (configuration not recorded)"
             continue
-        differing = sorted(k for k in {k for c in seen for k in c}
-                           if len({_config_key({"v": c.get(k)}) for c in seen}) > 1)
+        differing = differs.get(row.method, [])
         extra = ", ".join(f"{k}={_short(row.method_config.get(k))}" for k in differing)
         name = "+".join((row.method, *row.case.levers))
         row.label = f"{name} ({extra})" if extra else name

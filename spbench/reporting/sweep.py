@@ -10,48 +10,13 @@ sample one (n - 1), shown only when n > 1. A failed run is counted apart, never 
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from spbench.result import CASE_FIELDS
+from spbench.reporting.seeds import Stat, over_seeds
+from spbench.result import PREDICTED, Result
 
-SPREAD_METRICS = ("sst2_accuracy", "sst2_f1")
-
-
-def seed_of(info: dict[str, Any]) -> int | None:
-    train = info.get("train_config") or {}
-    return train.get("seed") if isinstance(train, dict) else None
-
-
-def config_of(info: dict[str, Any]) -> str:
-    """A configuration's identity: the case, its hyperparameters, the training setup bar the seed."""
-    train = {k: v for k, v in (info.get("train_config") or {}).items() if k != "seed"}
-    return json.dumps({**{k: info.get(k) for k in CASE_FIELDS}, "device": info.get("device"),
-                       "method_config": info.get("method_config"), "train_config": train}, sort_keys=True, default=str)
-
-
-def _case_of(info: dict[str, Any]) -> str:
-    """The case whatever device ran it (an accuracy run's predicted peak is its case's)."""
-    return json.dumps({**{k: info.get(k) for k in CASE_FIELDS}, "method_config": info.get("method_config")},
-                      sort_keys=True, default=str)
-
-
-@dataclass
-class Stat:
-    """Mean, sample standard deviation and count of one metric over seeds."""
-
-    mean: float
-    std: float | None
-    n: int
-
-    @classmethod
-    def of(cls, values: list[float]) -> "Stat":
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
-
-    def text(self, scale: float = 1.0, decimals: int = 2) -> str:
-        spread = f" ± {self.std * scale:.{decimals}f}" if self.std is not None else ""
-        return f"{self.mean * scale:.{decimals}f}{spread} ({self.n})"
+SELECTION_METRICS = ("sst2_accuracy", "sst2_f1", "val_accuracy", "train_time_s", "peak_bytes")
 
 
 @dataclass
@@ -94,42 +59,32 @@ def _short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def configurations(infos: Iterable[dict[str, Any]], select: str = "val_accuracy") -> list[Configuration]:
-    """Training-run records (and predicted ones, joined by case) -> configurations, best first
-    by ``select`` (validation accuracy; see :attr:`Configuration.selection`)."""
-    from spbench.errors import InputError
-    from spbench.reporting import stats
-
-    runs: dict[str, list[dict[str, Any]]] = {}
+def configurations(results: Iterable[Result], select: str = "val_accuracy") -> list[Configuration]:
+    """Training runs (and predicted records, joined by case) -> configurations, best first by
+    ``select`` (validation accuracy; see :attr:`Configuration.selection`). A configuration is
+    :func:`spbench.result.identity_key` with the training setup and device; its seeds are
+    aggregated by :func:`spbench.reporting.seeds.over_seeds`, as the overview's rows are."""
+    runs: dict[str, list[Result]] = {}
     predicted: dict[str, float] = {}
-    for info in infos:
-        if str(info.get("device", "")).startswith("predicted"):
-            if "predicted_cuda_peak_bytes" in info:
-                predicted[_case_of(info)] = info["predicted_cuda_peak_bytes"]
-        elif "train_config" in info:
-            runs.setdefault(config_of(info), []).append(info)
+    for r in results:
+        if r.device == PREDICTED:
+            if "predicted_cuda_peak_bytes" in r.metrics:
+                predicted[r.key(setup=False, device=False)] = r.metrics["predicted_cuda_peak_bytes"]
+        elif r.train_config is not None:
+            runs.setdefault(r.key(), []).append(r)
     out = []
     for group in runs.values():
         first = group[0]
-        sweep = first.get("sweep") or {}
-        conf = Configuration(first["method"], first.get("method_config") or {}, dict(sweep.get("params") or {}),
-                             {k: v for k, v in first["train_config"].items() if k != "seed"},
-                             predicted_peak=predicted.get(_case_of(first)), select=select)
-        ok = [i for i in group if i.get("status", "ok") == "ok" and "sst2_accuracy" in i]
-        conf.seeds = sorted(s for s in (seed_of(i) for i in ok) if s is not None)
-        conf.failed = [f"seed {seed_of(i)}: {i.get('reason', 'no accuracy')}" for i in group if i not in ok]
-        conf.trials = sorted(i["sweep"]["trial"] for i in group if "trial" in (i.get("sweep") or {}))
-        for key in ("sst2_accuracy", "sst2_f1", "val_accuracy", "train_time_s", "peak_bytes"):
-            values = [float(i[key]) for i in ok if key in i]
-            if values:
-                conf.stats[key] = Stat.of(values)
-        if ok and all(i.get("predictions") for i in ok):
-            try:
-                conf.correct, _ = stats.correctness([i["predictions"] for i in ok])
-                conf.interval = stats.interval(conf.correct)
-            except InputError:  # seeds scored different dev sets: no interval rather than a wrong one
-                pass
-        out.append(conf)
+        sweep = first.notes.get("sweep") or {}
+        agg = over_seeds(group)
+        out.append(Configuration(
+            first.case.method, first.method_config, dict(sweep.get("params") or {}),
+            {k: v for k, v in first.train_config.items() if k != "seed"},  # type: ignore[union-attr]
+            seeds=agg.seeds, failed=agg.failed,
+            stats={k: agg.stats[k] for k in SELECTION_METRICS if k in agg.stats},
+            predicted_peak=predicted.get(first.key(setup=False, device=False)),
+            trials=sorted(r.notes["sweep"]["trial"] for r in group if "trial" in (r.notes.get("sweep") or {})),
+            interval=agg.interval, correct=agg.correct, select=select))
     _name_params(out)
     return sorted(out, key=lambda c: (-c.selection, -c.accuracy, -len(c.seeds)))
 
@@ -218,18 +173,20 @@ def trial_tables(records: list[Any]) -> list[Any]:
     mean ± std (n) over seeds with its hyperparameters, and the Pareto front."""
     from spbench.reporting.tables import NONE, Table
 
-    studies: dict[str, list[dict[str, Any]]] = {}
-    predicted = []
+    studies: dict[str, list[tuple[dict[str, Any], Result]]] = {}
+    predicted: dict[str, Result] = {}  # by case: each study joins its own, not every one
     for rec in records:
-        info = rec.result.to_extra_info()
-        note = info.get("sweep")
+        r = rec.result
+        note = r.notes.get("sweep")
         if isinstance(note, dict) and "study" in note:
-            studies.setdefault(note["study"], []).append(info)
-        elif str(info.get("device", "")).startswith("predicted"):
-            predicted.append(info)
+            studies.setdefault(note["study"], []).append((r.to_extra_info(), r))
+        elif r.device == PREDICTED and "predicted_cuda_peak_bytes" in r.metrics:
+            predicted[r.key(setup=False, device=False)] = r
     tables = []
-    for study, infos in studies.items():
-        infos.sort(key=lambda i: i["sweep"].get("trial", 0))
+    for study, runs in studies.items():
+        runs.sort(key=lambda run: run[0]["sweep"].get("trial", 0))
+        infos = [info for info, _ in runs]
+        cases = dict.fromkeys(r.key(setup=False, device=False) for _, r in runs)
         names = list(dict.fromkeys(k for i in infos for k in i["sweep"].get("params", {})))
         headers = ["trial", *names, "seed", "status", "trained examples", "validation accuracy [%] ↑",
                    "dev accuracy [%] ↑", "dev F1 [%] ↑", "train time [s]"]
@@ -241,7 +198,7 @@ def trial_tables(records: list[Any]) -> list[Any]:
                          f"{i['train_examples']:,}" if "train_examples" in i else NONE,
                          *(f"{i[k] * 100:.2f}" if k in i else NONE for k in ("val_accuracy", "sst2_accuracy", "sst2_f1")),
                          f"{i['train_time_s']:.0f}" if "train_time_s" in i else NONE])
-        configs = configurations(infos + predicted)
+        configs = configurations([r for _, r in runs] + [predicted[c] for c in cases if c in predicted])
         notes = [best_line(configs)]
         front = pareto_front(configs)
         if len([c for c in configs if c.predicted_peak is not None]) > 1:

@@ -73,6 +73,8 @@ def add_parser(sub: Any) -> None:
     add_options(g.add_argument, ["objective", "device", "sets", "sst2_dir"],
                 objective={"default": "classification"}, device={"help": "training device (default: cpu)"},
                 sets={"help": "fixed hyperparameter, repeatable"})
+    g.add_argument("--grad-checkpointing", action="store_true",
+                   help="activation checkpointing of the backbone's layers (methods whose backward goes through them)")
     g = p.add_argument_group("search")
     g.add_argument("--grid", action="append", default=[], metavar="KEY[=V1,V2,...]",
                    help="grid values of KEY (KEY alone: its declared space's grid), repeatable")
@@ -135,12 +137,11 @@ def setup_from(args: argparse.Namespace) -> Setup:
     sampler = args.sampler
     if sampler == "auto":
         sampler = "grid" if args.trials is None else ("nsga2" if args.pareto else "tpe")
-    check_cases([Case(args.method, args.backbone, args.batch_size, args.seq_len, objective=args.objective,
-                      device=args.device, dtype=args.dtype, overrides=overrides)])
+    case = Case(args.method, args.backbone, args.batch_size, args.seq_len, objective=args.objective,
+                device=args.device, dtype=args.dtype, grad_checkpointing=args.grad_checkpointing, overrides=overrides)
+    check_cases([case])
     return Setup(
-        method=args.method, backbone=args.backbone, batch_size=args.batch_size, seq_len=args.seq_len,
-        params=params, seeds=seeds, budget=budget, objective=args.objective, dtype=args.dtype, device=args.device,
-        overrides=overrides, sampler=sampler, trials=args.trials, pareto=args.pareto,
+        case=case, params=params, seeds=seeds, budget=budget, sampler=sampler, trials=args.trials, pareto=args.pareto,
         warmup=DEFAULT_WARMUP if args.warmup is None else args.warmup,
         clip=DEFAULT_CLIP if args.clip is None else (args.clip or None), eval_every=args.eval_every,
         group_by_length=not args.no_group_by_length, select_on=args.select_on, pruner=args.pruner, study=args.study,
@@ -151,7 +152,7 @@ def defaults_in_space(setup: Setup) -> dict[str, Any]:
     """The method's default values of the searched parameters, if every one lies in its space."""
     from spbench import methods
 
-    method = methods.get(setup.method).from_overrides(dict(setup.overrides))
+    method = methods.get(setup.case.method).from_overrides(dict(setup.case.overrides))
     out = {}
     for p in setup.params:
         value = getattr(method, p.name)

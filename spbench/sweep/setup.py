@@ -11,6 +11,7 @@ sampler, worker or machine produced the trial.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -20,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from spbench.case import Case
 from spbench.errors import InputError
+from spbench.result import SETUP_KEYS, identity_key
 from spbench.sweep.space import Param, grid_size
 from spbench.train import DEFAULT_CLIP, DEFAULT_CPU_BUDGET, DEFAULT_WARMUP
 
@@ -35,17 +38,10 @@ DEFAULT_MAX_RETRY = 3
 class Setup:
     """Everything one ``spbench sweep`` invocation fixes; every worker builds the same one."""
 
-    method: str
-    backbone: str
-    batch_size: int
-    seq_len: int
+    case: Case  # the fixed case (``--set`` its overrides); each trial adds its searched parameters
     params: tuple[Param, ...]
     seeds: tuple[int, ...] = (0,)
     budget: str = DEFAULT_CPU_BUDGET
-    objective: str = "classification"
-    dtype: str = "float32"
-    device: str = "cpu"
-    overrides: tuple[tuple[str, str], ...] = ()
     sampler: str = "grid"  # grid | tpe | nsga2 (resolved from "auto")
     trials: int | None = None  # configurations to sample (tpe / nsga2)
     pareto: bool = False
@@ -87,29 +83,30 @@ class Setup:
         return self.configs * len(self.seeds)
 
     def train_config(self) -> dict[str, Any]:
-        """The training setup every trial shares (the seed is per trial)."""
-        return {"budget": self.budget, "warmup": self.warmup, "clip": self.clip, "eval_every": self.eval_every,
-                "group_by_length": self.group_by_length, "select_on": self.select_on}
+        """The training setup every trial shares (the seed is per trial): ``SETUP_KEYS``."""
+        values = {"budget": self.budget, "warmup": self.warmup, "clip": self.clip, "eval_every": self.eval_every,
+                  "group_by_length": self.group_by_length, "select_on": self.select_on}
+        return {k: values[k] for k in SETUP_KEYS}
 
-    def case(self, params: dict[str, Any]) -> Any:
-        """The spbench Case of one configuration: ``--set`` plus the trial's parameters."""
-        from spbench.case import Case
-
-        overrides = dict(self.overrides)
+    def trial_case(self, params: dict[str, Any]) -> Case:
+        """The Case of one configuration: the fixed case, its ``--set`` plus the trial's parameters."""
+        overrides = dict(self.case.overrides)
         overrides.update({k: _text(v) for k, v in params.items()})
-        return Case(self.method, self.backbone, self.batch_size, self.seq_len, objective=self.objective,
-                    device=self.device, dtype=self.dtype, overrides=tuple(sorted(overrides.items())))
+        return dataclasses.replace(self.case, overrides=tuple(sorted(overrides.items())))
 
     @property
     def study_name(self) -> str:
         if self.study:
             return self.study
-        parts = [self.method, _short_backbone(self.backbone), f"b{self.batch_size}", f"s{self.seq_len}"]
-        if self.objective != "classification":
-            parts.append(self.objective)
-        if self.dtype != "float32":
-            parts.append(self.dtype)
-        parts += [f"{k}={v}" for k, v in self.overrides]
+        case = self.case
+        parts = [case.method, _short_backbone(case.backbone), f"b{case.batch_size}", f"s{case.seq_len}"]
+        if case.objective != "classification":
+            parts.append(case.objective)
+        if case.dtype != "float32":
+            parts.append(case.dtype)
+        if case.grad_checkpointing:
+            parts.append("gc")
+        parts += [f"{k}={v}" for k, v in case.overrides]
         parts.append(self.budget.replace("=", ""))
         if self.pareto:
             parts.append("pareto")
@@ -120,14 +117,35 @@ class Setup:
             parts.append(digest(rest)[:8])
         return "-".join(parts)
 
+    def identity(self) -> dict[str, Any]:
+        """What a study is (``STUDY_KEYS``): a resumed study must match it. The searched space,
+        the seeds and the number of trials may grow; none of these may change."""
+        case = self.case
+        return {"method": case.method, "backbone": case.backbone, "batch_size": case.batch_size,
+                "seq_len": case.seq_len, "objective": case.objective, "dtype": case.dtype,
+                "grad_checkpointing": case.grad_checkpointing, "device": case.device, "set": dict(case.overrides),
+                "train_config": self.train_config(), "pareto": self.pareto, "pruner": self.pruner}
+
     def describe(self) -> dict[str, Any]:
-        """Stored with the study: what it searched and how."""
-        return {"method": self.method, "backbone": self.backbone, "batch_size": self.batch_size,
-                "seq_len": self.seq_len, "objective": self.objective, "dtype": self.dtype,
-                "set": dict(self.overrides), "train_config": self.train_config(), "seeds": list(self.seeds),
-                "sampler": self.sampler, "trials": self.trials, "pareto": self.pareto, "units": self.units,
-                "pruner": self.pruner, "select_on": self.select_on,
+        """Stored with the study: what it is (:meth:`identity`), what it searched and how."""
+        return {**self.identity(), "seeds": list(self.seeds), "sampler": self.sampler, "trials": self.trials,
+                "units": self.units, "select_on": self.select_on,
                 "space": {p.name: {"space": p.describe(), "grid": list(p.grid)} for p in self.params}}
+
+    def differences(self, stored: dict[str, Any]) -> list[str]:
+        """What in ``stored`` (a study's recorded setup) this setup does not match, as
+        ``key: stored, not ours``. A key the record lacks (an older spbench's) is not compared."""
+        ours = json.loads(json.dumps(self.identity(), default=str))  # as the storage holds it
+        out = []
+        for key, value in ours.items():
+            if key not in stored:
+                continue
+            if isinstance(value, dict) and isinstance(stored[key], dict) and key != "set":
+                out += [f"{k}: {stored[key][k]}, not {v}" for k, v in value.items()
+                        if k in stored[key] and stored[key][k] != v]
+            elif stored[key] != value:
+                out.append(f"{key}: {stored[key]}, not {value}")
+        return out
 
 
 def check_ranges(*, trials: int | None = None, warmup: float | None = None, clip: float | None = None,
@@ -147,10 +165,8 @@ def check_ranges(*, trials: int | None = None, warmup: float | None = None, clip
 
 
 def _default_rest() -> dict[str, Any]:
-    import dataclasses
-
     defaults = {f.name: f.default for f in dataclasses.fields(Setup)}
-    return {k: defaults[k] for k in ("warmup", "clip", "eval_every", "group_by_length", "select_on")}
+    return {k: defaults[k] for k in SETUP_KEYS if k != "budget"}
 
 
 def _text(value: Any) -> str:
@@ -167,12 +183,10 @@ def digest(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def config_key(case: Any, method_config: dict[str, Any], setup: Setup) -> str:
-    """What makes two trials the same configuration: the case, every resolved hyperparameter
-    and the training setup (not the seed)."""
-    return digest({"method": case.method, "backbone": case.backbone, "batch_size": case.batch_size,
-                   "seq_len": case.seq_len, "objective": case.objective, "dtype": case.dtype,
-                   "device": case.device, "method_config": method_config, "train": setup.train_config()})[:16]
+def config_key(case: Case, method_config: dict[str, Any], setup: Setup) -> str:
+    """What makes two trials the same configuration (:func:`spbench.result.identity_key`: the
+    case, every resolved hyperparameter, the device, the training setup; not the seed)."""
+    return hashlib.sha1(identity_key(case, method_config, setup.train_config(), case.device).encode()).hexdigest()[:16]
 
 
 def unit_key(config: str, seed: int) -> str:
@@ -317,6 +331,13 @@ def open_study(setup: Setup, storage: Any) -> Any:
     if have != directions:
         raise InputError(f"study {setup.study_name!r} optimises {', '.join(have)}, not {', '.join(directions)}; "
                          "name another with --study")
-    if "spbench_setup" not in study.user_attrs:
+    stored = study.user_attrs.get("spbench_setup")
+    if stored is None:  # new, or made before studies recorded what they are: record it
         study.set_user_attr("spbench_setup", setup.describe())
+        return study
+    differ = setup.differences(stored)
+    if differ:
+        raise InputError(f"study {setup.study_name!r} was made with another setup ({'; '.join(differ)}): resuming "
+                         "it would report its results as this run's; name another with --study, or leave --study "
+                         "out to derive one")
     return study

@@ -27,6 +27,7 @@ def header(setup: Setup, storage: str, now: Plan) -> None:
 def footer(study: Any, setup: Setup, path: Path) -> None:
     """Write the result document, then print the configurations (best first) or the front."""
     from spbench.reporting.sweep import configurations, format_configurations, pruning_cost
+    from spbench.result import Result
     from spbench.sweep.document import write
 
     trials = study.get_trials(deepcopy=False)
@@ -35,8 +36,8 @@ def footer(study: Any, setup: Setup, path: Path) -> None:
         print("no finished trial yet: nothing written")
         return
     write(study, setup, path)
-    configs = configurations(infos + [t.user_attrs[ATTR_PREDICTED] for t in trials if t.user_attrs.get(ATTR_PREDICTED)],
-                             select=selection_key(setup))
+    predicted = [t.user_attrs[ATTR_PREDICTED] for t in trials if t.user_attrs.get(ATTR_PREDICTED)]
+    configs = configurations([Result.from_extra_info(i) for i in infos + predicted], select=selection_key(setup))
     print()
     print(format_configurations(configs, pareto=setup.pareto))
     cost = pruning_cost(infos)

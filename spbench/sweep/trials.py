@@ -105,7 +105,7 @@ class Objective:
         params = {p.name: p.suggest(trial) for p in setup.params}
         seed = int(trial.user_attrs.get(ATTR_SEED, setup.seeds[0]))
         trial.set_user_attr(ATTR_SEED, seed)
-        case = setup.case(params)
+        case = setup.trial_case(params)
         try:
             method_config = case.method_config()
         except ValueError as exc:  # a grid value the method refuses: a failed data point
@@ -197,7 +197,14 @@ def failure_info(case: Any, exc: BaseException, note: dict[str, Any], setup: Set
     from spbench.result import Result
 
     reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    from spbench import methods
+
     train = {**setup.train_config(), "seed": note["seed"], "max_len": case.seq_len}
+    try:  # as run_accuracy records it: a method without a backward has no gradient to clip
+        if not methods.get(case.method).from_overrides(dict(case.overrides)).uses_backward:
+            train["clip"] = None
+    except ValueError:  # the configuration itself is what failed
+        pass
     return Result.of(case, status="failed", reason=reason, notes={"sweep": note}, train_config=train).to_extra_info()
 
 
@@ -396,6 +403,7 @@ def best_params(study: Any, select_on: str = "validation") -> dict[str, Any]:
     from optuna.trial import TrialState
 
     from spbench.reporting.sweep import configurations
+    from spbench.result import Result
 
     trials = study.get_trials(deepcopy=False)
     busy = [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -406,7 +414,7 @@ def best_params(study: Any, select_on: str = "validation") -> dict[str, Any]:
                          f"trials {busy or 'none'} running or queued): finish it first (run its command again)")
     key = "val_accuracy" if select_on == "validation" else "sst2_accuracy"
     results = [own_result(t) for t in trials if own_result(t) is not None]
-    scored = [c for c in configurations(results, select=key) if key in c.stats]
+    scored = [c for c in configurations(map(Result.from_extra_info, results), select=key) if key in c.stats]
     if not scored and key == "val_accuracy" and any("sst2_accuracy" in r for r in results):
         raise InputError(f"study {study.study_name!r} has no validation accuracy (its runs selected on dev); "
                          "re-run it, or pass --select-on dev to take its best by the reported split")
