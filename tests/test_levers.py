@@ -153,7 +153,7 @@ def test_checkpointing_keeps_frozen_embeddings_out_of_backward(method: str) -> N
     pull backward through every frozen layer down to the embeddings), and the gradient must
     still reach every trainable parameter inside the checkpointed layers (reentrant
     checkpointing gives them none when no input requires grad)."""
-    built, _ = build(Case(method, "tiny-roberta", 2, 8, grad_checkpointing=True))
+    built = build(Case(method, "tiny-roberta", 2, 8, grad_checkpointing=True))
     embeddings = built.model.get_input_embeddings()
     assert not any(p.requires_grad for p in embeddings.parameters())
     seen: list[bool] = []

@@ -123,9 +123,9 @@ def test_each_objective_trains_the_method_and_the_head_it_has(method: str, objec
     parameters only (the masked-LM head keeps its weights). peft's frozen originals of the
     head stay frozen."""
     from spbench import backbones, objectives
-    from spbench.methods.base import head_module_names
+    from spbench.anatomy import head_module_names
 
-    built, _ = build(Case(method, backbone, 2, 8, objective=objective))
+    built = build(Case(method, backbone, 2, 8, objective=objective))
     plain = backbones.load(backbone, head=objectives.get(objective).head).model
     heads = tuple(f"{h}." for h in head_module_names(plain)) if objective == "classification" else ()
     params = {_plain_name(n): p for n, p in built.model.named_parameters() if ".original_module." not in n}

@@ -213,7 +213,8 @@ def test_devices_are_never_merged_into_one_column(tmp_path: Path, capsys: pytest
     assert sorted({r.device for r in rows}) == ["cpu", "cuda"] and len(rows) == 12
     code, out, _ = run(capsys, str(FIXTURE), str(cuda))
     assert code == 0
-    assert out.count("\n## ") == 4 and "measured on cuda" in out
+    assert out.count("\n## ") == 5 and "measured on cuda" in out
+    assert out.rstrip().split("\n## ")[-1].startswith("Measured vs predicted CUDA memory")  # the CUDA runs' own table
 
 
 def test_failed_cases_are_shown_with_their_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

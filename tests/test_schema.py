@@ -36,8 +36,8 @@ def figures(version: int) -> dict[str, dict[str, Any]]:
 
     out = {}
     for case in CASES:
-        built, plain = build(case, keep_backbone_copy=True, meta=True)
-        out[case.id] = predict_built(built, plain, skip=SKIPPED[version])
+        built = build(case, keep_backbone_copy=True, meta=True)
+        out[case.id] = predict_built(built, built.plain, skip=SKIPPED[version])
     return out
 
 
