@@ -20,7 +20,7 @@ import pytest
 from record import guarded, pedantic, record
 
 from spbench.case import Case, build
-from spbench.measure.inference import deploy_figures, measure_inference, predict_deployed
+from spbench.measure.inference import measure_inference, predict_deployed
 from spbench.result import PREDICTED, Result
 
 
@@ -50,7 +50,7 @@ def test_inference(benchmark: Any, step_case: Case, request: Any) -> None:
 
     def body() -> None:
         built, plain = build(case, keep_backbone_copy=True)
-        deployed, _ = deploy_figures(built, plain)  # the size and counts are the predicted case's
+        deployed = built.method.deployable(built.model)  # its size and counts: the predicted case's
         metrics = pedantic(benchmark, measure_inference, args=(built, plain, deployed),
                            kwargs={"rounds": rounds}, rounds=1, iterations=1)
         record(benchmark, Result.of(case, metrics=metrics, notes=built.notes))

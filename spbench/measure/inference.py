@@ -1,8 +1,8 @@
 """What a method costs once trained: the deployed model's no-grad forward, and its stored size.
 
-The deployed model is the method's ``deployable`` of the prepared model (LoRA and (IA)^3
-merged into the weights by peft's ``merge_and_unload``; side networks, prefixes and prompt
-tokens kept; full fine-tuning and MeZO the whole model). Its overhead is against the
+The deployed model is the method's ``deployable`` of the prepared model (LoRA and its
+variants merged into the weights by peft's ``merge_and_unload``; side networks, prefixes and
+prompt tokens kept; full fine-tuning and MeZO the whole model). Its overhead is against the
 untouched backbone on the same batch, both measured in the same run:
 
 - measured (:func:`measure_inference`): peak of one no-grad eval forward (CUDA:

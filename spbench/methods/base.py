@@ -148,7 +148,7 @@ class Method:
     def deployable(self, model: "nn.Module") -> "nn.Module":
         """The trained ``model`` as it would be deployed for inference (may change ``model`` in
         place). Default: as it trains (side networks, prefixes and prompt tokens kept); LoRA
-        and the other adapters peft can merge override it with ``merge_and_unload``."""
+        and its variants override it with peft's ``merge_and_unload``."""
         return model
 
     def deploy_state(self, model: "nn.Module") -> dict[str, "torch.Tensor"]:
