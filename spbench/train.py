@@ -539,8 +539,13 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         predictions = {"split": "dev", "examples": len(result.predictions), "sha256": examples_digest(dev),
                        "labels": "".join(str(int(v)) for v in dev["label"]),
                        "predicted": "".join(str(int(v)) for v in result.predictions)}
+    metrics = result.metrics()
+    if result.status in ("ok", "collapsed"):  # what this trained model must store to be deployed
+        from spbench.measure.inference import deploy_bytes
+
+        metrics["deploy_bytes"] = deploy_bytes(built.method.deploy_state(stage.model))
     # A multi-stage run keeps each stage's own peak, time and score; its top-level figures are overall.
-    return Result.of(case, status=result.status, reason=result.reason, metrics=result.metrics(),
+    return Result.of(case, status=result.status, reason=result.reason, metrics=metrics,
                      notes=notes, train_config=train_config, stages=per_stage if len(per_stage) > 1 else None,
                      best_step=result.best_step, predictions=predictions), result
 

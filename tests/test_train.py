@@ -254,6 +254,11 @@ def test_run_accuracy_end_to_end_on_a_tiny_sst2_folder(tmp_path: Path) -> None:
     assert info["predictions"]["examples"] == 8 and info["predictions"]["labels"] == "01010101"
     assert info["method_config"]["lr"] == 5e-4 and info["train_config"]["budget"] == "steps=3"
     assert info["device"] == "cpu" and info["case_id"] == "lora-minilm-l6-b4-s16"
+    from spbench.case import build
+
+    meta, _ = build(result.case, meta=True)
+    trained = sum(p.numel() * p.element_size() for p in meta.model.parameters() if p.requires_grad)
+    assert trained < info["deploy_bytes"] < trained + 64 * 1024  # the adapters and head, saved
     assert Result.from_extra_info(info) == result  # the JSON round trip keeps every field
 
 
