@@ -6,6 +6,8 @@
 
 test_memory.py: deterministic predicted figures (fake tensors, CUDA emulated), any size.
 test_step.py:   the real step on --device: measured peak and median step time.
+test_inference.py: the deployed model (LoRA merged, side networks kept, ...): its size, and
+                its no-grad forward against the untouched backbone, predicted and on --device.
 Our metrics go into each benchmark's ``extra_info``; machine info gets torch/CUDA/GPU.
 """
 

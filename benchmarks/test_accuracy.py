@@ -9,7 +9,8 @@ Minutes per case, so they run only when asked: with ``-m accuracy`` (or ``--sst2
 ``--budget`` given); a plain ``pytest benchmarks/`` skips them. Hyperparameters are each
 method's defaults (LoRA 5e-4, full FT 2e-5, as in the papers) plus ``--set``; they land in
 ``method_config``, the training setup (budget, seed, warmup, clipping) in ``train_config``.
-Each case writes sst2_accuracy, sst2_f1, train_examples, train_steps, train_time_s and
+Each case writes sst2_accuracy, sst2_f1, train_examples, train_steps, train_time_s,
+train_energy_j (where a counter can be read; the ``energy`` note says which, or why not) and
 peak_bytes (a tracked steady-state step at the run's largest batch shape) into extra_info.
 """
 

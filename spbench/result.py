@@ -37,7 +37,7 @@ PREDICTED = "predicted-cuda"  # the device of predicted figures (a fake-tensor s
 @dataclass(frozen=True)
 class Metric:
     key: str
-    unit: str  # "bytes", "s", "flops", "count", "ratio"
+    unit: str  # "bytes", "s", "flops", "count", "ratio", "factor" (x of a baseline), "J"
     higher_is_better: bool | None  # None: describes the run, neither better nor worse
     label: str
     deterministic: bool = False  # the same on every machine: gated by ``spbench check``
@@ -77,12 +77,23 @@ METRICS: dict[str, Metric] = {
         Metric("flops_forward", "flops", False, "forward FLOPs", True),
         Metric("flops_backward", "flops", False, "backward FLOPs", True),
         Metric("step_time_s", "s", False, "step time"),
+        Metric("energy_step_j", "J", False, "energy per step"),
+        # The deployed model (spbench.measure.inference): LoRA merged, side networks kept, ...
+        Metric("deploy_bytes", "bytes", False, "deployable size (safetensors)", True),
+        Metric("params_deploy_extra", "count", False, "deployed parameters beyond the backbone", True),
+        Metric("predicted_deploy_inference_peak_bytes", "bytes", False, "inference peak (predicted CUDA)", True),
+        Metric("predicted_inference_overhead", "factor", False, "inference peak / backbone's (predicted)", True),
+        Metric("inference_peak_bytes", "bytes", False, "inference peak (measured)"),
+        Metric("inference_time_s", "s", False, "inference time"),
+        Metric("inference_peak_overhead", "factor", False, "inference peak / backbone's (measured)"),
+        Metric("inference_time_overhead", "factor", False, "inference time / backbone's"),
         Metric("sst2_accuracy", "ratio", True, "SST-2 dev accuracy"),
         Metric("sst2_f1", "ratio", True, "SST-2 dev F1"),
         Metric("val_accuracy", "ratio", True, "validation accuracy (selection split)"),
         Metric("train_examples", "count", None, "training examples"),
         Metric("train_steps", "count", None, "training steps"),
         Metric("train_time_s", "s", False, "training time"),
+        Metric("train_energy_j", "J", False, "training energy"),
     ]
 }
 

@@ -96,8 +96,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="run the benchmark matrix (pytest-benchmark), then render its report",
         description="Run the benchmark cases with pytest-benchmark and render the report. Defaults: every "
-                    "registered method; predicted memory on distilbert-base and roberta-large, measured "
-                    "step on distilbert-base, batch 16 x seq 128, on the CPU.")
+                    "registered method; predicted memory and deployed inference on distilbert-base and "
+                    "roberta-large, measured step and deployed inference on distilbert-base, batch 16 x seq "
+                    "128, on the CPU.")
     p.add_argument("--out", default="out", help="output folder (default: %(default)s)")
     p.add_argument("--name", default="", help="file stem (default: cpu, cuda or accuracy)")
     p.add_argument("--memory-only", action="store_true", help="predicted figures only (fast, deterministic)")
@@ -113,9 +114,9 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path) -> li
     if args.accuracy:
         targets = [str(bench / "test_accuracy.py"), "-m", "accuracy"]
     elif args.memory_only:
-        targets = [str(bench / "test_memory.py")]
+        targets = [str(bench / "test_memory.py"), f"{bench / 'test_inference.py'}::test_inference_predicted"]
     else:
-        targets = [str(bench / "test_memory.py"), str(bench / "test_step.py")]
+        targets = [str(bench / "test_memory.py"), str(bench / "test_step.py"), str(bench / "test_inference.py")]
     cmd = [sys.executable, "-m", "pytest", *targets, f"--benchmark-json={json_path}",
            "-p", "no:cacheprovider", "-q", "--benchmark-columns=median", "-W", "ignore"]
     cmd += Options.read(functools.partial(getattr, args)).argv(accuracy=args.accuracy)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from spbench.errors import InputError
+from spbench.measure.energy import meter_for
 from spbench.methods.base import StepHooks
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class TrainResult:
     train_steps: int = 0
     train_time_s: float = 0.0
     peak_bytes: int | None = None
+    train_energy_j: float | None = None  # training steps only, as train_time_s (None: no counter)
+    energy: str = ""  # what counted it, or why not
     losses: list[float] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)  # {"step", "accuracy", "f1"}
     best_step: int | None = None
@@ -126,6 +129,8 @@ class TrainResult:
             out["val_accuracy"] = self.val_accuracy
         if self.peak_bytes is not None:
             out["peak_bytes"] = self.peak_bytes
+        if self.train_energy_j is not None:
+            out["train_energy_j"] = self.train_energy_j
         return out
 
 
@@ -286,8 +291,10 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     reports = set(report_at)
     data = batches(train_rows, batch_size, pad_id, seed, group_by_length)
-    started, eval_time = time.perf_counter(), 0.0
-    with _progress(progress, total, label) as advance:
+    meter, result.energy = meter_for(device)
+    energy = meter if meter is not None else contextlib.nullcontext()
+    started, eval_time, eval_energy = time.perf_counter(), 0.0, 0.0
+    with energy, _progress(progress, total, label) as advance:
         for step in range(1, total + 1):
             batch = _to(next(data), device)
             loss = float(method.train_step(model, batch, optimizer, objective, hooks))
@@ -310,8 +317,10 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
             selecting = eval_every and (step % eval_every == 0 or step == total)
             if selecting or step in reports:
                 eval_started = time.perf_counter()
+                eval_joules = meter.joules() if meter is not None else 0.0
                 scores = evaluate(model, objective, val_rows, pad_id, device=device)  # type: ignore[arg-type]
                 eval_time += time.perf_counter() - eval_started  # train_time_s is training only
+                eval_energy += (meter.joules() - eval_joules) if meter is not None else 0.0
                 result.evals.append({"step": step, **scores})
                 result.val_accuracy = scores["accuracy"]
                 if selecting and (best is None or scores["accuracy"] > best[0]):
@@ -321,6 +330,9 @@ def fit(method: "Method", model: "nn.Module", objective: "Objective", train_rows
                     result.status, result.reason = "pruned", stop
                     break
     result.train_time_s = time.perf_counter() - started - eval_time
+    if meter is not None:
+        result.train_energy_j = meter.joules() - eval_energy
+        meter.counter.close()
     if result.status != "ok":
         return result
     if best is not None:
@@ -509,6 +521,9 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
             res.peak_bytes = max(result.peak_bytes, res.peak_bytes)  # (a failed stage: not measured)
         spent += res.train_time_s
         res.train_time_s = spent
+        if len(per_stage) > 1 and res.train_energy_j is not None:  # every stage's, or none
+            res.train_energy_j = None if result.train_energy_j is None else result.train_energy_j + res.train_energy_j
+        notes["energy"] = res.energy
         result = res
         if result.status != "ok":
             break
@@ -525,8 +540,13 @@ def run_accuracy(case: "Case", budget: Budget | None = None, sst2_dir: str | Non
         predictions = {"split": "dev", "examples": len(result.predictions), "sha256": examples_digest(dev),
                        "labels": "".join(str(int(v)) for v in dev["label"]),
                        "predicted": "".join(str(int(v)) for v in result.predictions)}
+    metrics = result.metrics()
+    if result.status in ("ok", "collapsed"):  # what this trained model must store to be deployed
+        from spbench.measure.inference import deploy_bytes
+
+        metrics["deploy_bytes"] = deploy_bytes(built.method.deploy_state(stage.model))
     # A multi-stage run keeps each stage's own peak, time and score; its top-level figures are overall.
-    return Result.of(case, status=result.status, reason=result.reason, metrics=result.metrics(),
+    return Result.of(case, status=result.status, reason=result.reason, metrics=metrics,
                      notes=notes, train_config=train_config, stages=per_stage if len(per_stage) > 1 else None,
                      best_step=result.best_step, predictions=predictions), result
 

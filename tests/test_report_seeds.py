@@ -238,3 +238,23 @@ def test_a_sweep_and_the_overview_group_the_same_runs_the_same_way(tmp_path: Pat
     assert sorted(r.case.grad_checkpointing for r in rows) == [False, False, True]
     assert {tuple(r.train_config["seeds"]) for r in rows} == {(0, 1, 2), (0, 1)}
     assert next(c for c in configs if c.seeds == [0, 1, 2]).failed == ["seed 3: loss became nan at step 3"]
+
+
+def test_pareto_front_by_training_energy(tmp_path: Path) -> None:
+    """Energy as the front's cost: the cheaper run of equal accuracy wins; a configuration
+    without an energy figure is left out of that front, never counted as free."""
+    from spbench.reporting.sweep import configurations, pareto_front
+
+    def with_energy(lr: str, accuracy: float, joules: float | None, trial: int) -> dict[str, Any]:
+        info = run(lr, 0, accuracy, trial=trial)
+        if joules is not None:
+            info["train_energy_j"] = joules
+        return info
+
+    infos = [with_energy("1e-4", 0.90, 5000.0, 0), with_energy("3e-4", 0.90, 3000.0, 1),
+             with_energy("1e-3", 0.80, 1000.0, 2), with_energy("3e-3", 0.95, None, 3)]
+    front = pareto_front(configurations([Result.from_extra_info(i) for i in infos]), "energy")
+    assert [c.params["lr"] for c in front] == [1e-3, 3e-4]
+    text = render(report_args([write(tmp_path / "e.json", infos)]))
+    assert "Pareto front (training energy ↓, accuracy ↑): lora (lr=0.001): 80.00 (1) %, 1,000 J; " \
+           "lora (lr=0.0003): 90.00 (1) %, 3,000 J" in text

@@ -48,6 +48,8 @@ def bench(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "conftest.py").write_text("")
     (folder / "test_memory.py").write_text(FAKE_CASES)
+    # --memory-only also runs the deployed model's predicted case: here, nothing to record
+    (folder / "test_inference.py").write_text("def test_inference_predicted():\n    pass\n")
     return folder
 
 

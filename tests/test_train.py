@@ -254,6 +254,11 @@ def test_run_accuracy_end_to_end_on_a_tiny_sst2_folder(tmp_path: Path) -> None:
     assert info["predictions"]["examples"] == 8 and info["predictions"]["labels"] == "01010101"
     assert info["method_config"]["lr"] == 5e-4 and info["train_config"]["budget"] == "steps=3"
     assert info["device"] == "cpu" and info["case_id"] == "lora-minilm-l6-b4-s16"
+    from spbench.case import build
+
+    meta, _ = build(result.case, meta=True)
+    trained = sum(p.numel() * p.element_size() for p in meta.model.parameters() if p.requires_grad)
+    assert trained < info["deploy_bytes"] < trained + 64 * 1024  # the adapters and head, saved
     assert Result.from_extra_info(info) == result  # the JSON round trip keeps every field
 
 
@@ -332,3 +337,23 @@ def test_deadline_stops_a_run_that_would_not_finish() -> None:
     ok = fit(m, model, CLS, toy_rows(64, 0), toy_rows(8, 1), Budget(steps=3), batch_size=8,
              deadline=time.time() + 600, measure_peak=False)
     assert ok.status in ("ok", "collapsed") and ok.train_steps == 3 and ok.accuracy is not None  # not stopped
+
+
+def test_training_energy_counts_steps_not_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake counter that advances 1 J per read: the run's figure leaves out the readings
+    around each evaluation, and the run says what counted it; without a counter it is absent."""
+    from spbench import train
+    from spbench.measure.energy import Counter, EnergyMeter
+
+    ticks = iter(range(10**6))
+    counter = Counter("fake counter", lambda: [next(ticks)], [2**64], 1.0)
+    monkeypatch.setattr(train, "meter_for", lambda device: (EnergyMeter(counter, poll_s=3600), counter.source))
+    m, model = tiny()
+    res = fit(m, model, CLS, toy_rows(32, 0), None, Budget(steps=4), batch_size=8, eval_every=2,
+              val_rows=toy_rows(8, 1), measure_peak=False)
+    # reads: start (0), eval 1 before/after (1, 2), eval 2 (3, 4), the end (5): 5 J, 2 J of them evaluating
+    assert res.metrics()["train_energy_j"] == pytest.approx(3.0)
+    assert res.energy == "fake counter"
+    monkeypatch.setattr(train, "meter_for", lambda device: (None, "not measured: no RAPL here"))
+    res = fit(m, model, CLS, toy_rows(32, 0), None, Budget(steps=2), batch_size=8, measure_peak=False)
+    assert "train_energy_j" not in res.metrics() and res.energy == "not measured: no RAPL here"

@@ -134,6 +134,20 @@ class Method:
             optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
+    def deployable(self, model: "nn.Module") -> "nn.Module":
+        """The trained ``model`` as it would be deployed for inference (may change ``model`` in
+        place). Default: as it trains (side networks, prefixes and prompt tokens kept); LoRA
+        and its variants override it with peft's ``merge_and_unload``."""
+        return model
+
+    def deploy_state(self, model: "nn.Module") -> dict[str, "torch.Tensor"]:
+        """What must be stored to deploy the trained ``model`` on top of the shared, untouched
+        backbone, by name (``spbench.measure.inference.deploy_bytes`` saves it with
+        safetensors). Default: what training changed, its trainable parameters (adapters and
+        head; side network, ladders and head; every parameter for full fine-tuning). Tied
+        parameters appear once; buffers are the backbone's own and are not stored."""
+        return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
     @property
     def uses_backward(self) -> bool:
         return True

@@ -19,7 +19,9 @@ ffn.lin2.
 Paper defaults: (IA)^3 vectors init 1, Adafactor lr 3e-3, batch 8, 1,000 steps (T-Few, T0-3B).
 Deviations: AdamW instead of Adafactor (lr kept at 3e-3); no T-Few extra losses
 (unlikelihood, length normalisation); the head is trained only for the classification
-objective, as in ``lora``.
+objective, as in ``lora``. Deployed unmerged (the vectors kept beside the frozen weights, and
+peft's frozen copy of the head with them): peft 0.21's ``merge_and_unload`` fails on a head
+module without a weight of its own (BERT's pooler).
 
     spbench estimate --method ia3 --backbone roberta-large --batch-size 16 --seq-len 128
 """

@@ -131,6 +131,11 @@ class LoRA(Method):
         method = dataclasses.replace(self, train_head=self.train_head and backbone.head == "classification")
         return get_peft_model(model, method.lora_config(model))
 
+    def deployable(self, model: "nn.Module") -> "nn.Module":
+        """The adapters merged into the frozen weights (W + s B A) and the head swapped in:
+        peft's ``merge_and_unload``, which leaves the backbone's own modules and shapes."""
+        return model.merge_and_unload()
+
 
 @register_method("lora_blocks")
 @dataclass(frozen=True)

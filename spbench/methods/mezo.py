@@ -225,6 +225,12 @@ class MeZO(Method):
             raise InputError(f"mezo: trainable={self.trainable!r} would recurse; use all, lora, head or a method")
         return METHODS.get(self.trainable)().prepare(backbone)  # "lora" -> MeZO+LoRA
 
+    def deployable(self, model: "nn.Module") -> "nn.Module":
+        """As ``trainable`` deploys: a method's (``trainable=lora``: merged), else the model."""
+        if self.trainable in ("all", "head"):
+            return model
+        return METHODS.get(self.trainable)().deployable(model)
+
     def make_optimizer(self, model: "nn.Module", foreach: bool | None = None) -> "torch.optim.Optimizer":
         from spbench.methods.base import trainable_parameters
 

@@ -147,6 +147,11 @@ class MeZOLST(Method):
                    hooks: StepHooks = NO_HOOKS) -> "torch.Tensor":
         return self.stage2_method().train_step(model, batch, optimizer, objective, hooks)
 
+    def deploy_state(self, model: "nn.Module") -> dict[str, "torch.Tensor"]:
+        """Every parameter: stage 1 tuned the backbone itself (``mezo_trainable``), so the
+        deployed model is a full copy of it plus stage 2's side network and head."""
+        return dict(model.named_parameters())
+
     def stages(self, backbone: "Backbone", model: "nn.Module", objective: str) -> Iterator[Stage]:
         """The accuracy path's stages, yielded lazily: stage 1 on a fresh masked-LM copy of
         ``backbone``; once it is trained, its checkpoint is saved and stage 2 is built on the

@@ -1,5 +1,6 @@
 """Seeds and sweeps in reports: configurations as mean ± std (n) over seeds, the best one with
-its hyperparameters, the Pareto front of accuracy vs predicted peak, a study's trial table.
+its hyperparameters, the Pareto fronts of accuracy vs predicted peak and vs training energy,
+a study's trial table.
 
 A configuration is everything that defines a training run except its seed: the case (method,
 backbone, shape, objective, dtype, device), every hyperparameter and the training setup. Runs
@@ -16,7 +17,7 @@ from typing import Any, Iterable
 from spbench.reporting.seeds import Stat, over_seeds
 from spbench.result import PREDICTED, Result
 
-SELECTION_METRICS = ("sst2_accuracy", "sst2_f1", "val_accuracy", "train_time_s", "peak_bytes")
+SELECTION_METRICS = ("sst2_accuracy", "sst2_f1", "val_accuracy", "train_time_s", "peak_bytes", "train_energy_j")
 
 
 @dataclass
@@ -102,13 +103,22 @@ def _name_params(configs: list[Configuration]) -> None:
                 c.params = {k: c.method_config.get(k) for k in differing}
 
 
-def pareto_front(configs: list[Configuration]) -> list[Configuration]:
-    """Configurations that no other beats on both accuracy (higher) and predicted peak (lower)."""
+# What a Pareto front weighs against accuracy: its label and each configuration's cost (None: unknown).
+COSTS = {
+    "peak": ("predicted CUDA peak", lambda c: c.predicted_peak),
+    "energy": ("training energy", lambda c: c.stats["train_energy_j"].mean if "train_energy_j" in c.stats else None),
+}
+
+
+def pareto_front(configs: list[Configuration], cost: str = "peak") -> list[Configuration]:
+    """Configurations that no other beats on both accuracy (higher) and ``cost`` (lower):
+    "peak" (the predicted CUDA peak) or "energy" (mean training energy over seeds, joules)."""
     from spbench.reporting.plot import pareto
 
-    scored = [c for c in configs if c.predicted_peak is not None and "sst2_accuracy" in c.stats]
-    front = pareto([(float(c.predicted_peak), c.accuracy) for c in scored], higher_is_better=True)  # type: ignore[arg-type]
-    return sorted((scored[i] for i in front), key=lambda c: c.predicted_peak)  # type: ignore[arg-type, return-value]
+    of = COSTS[cost][1]
+    scored = [c for c in configs if of(c) is not None and "sst2_accuracy" in c.stats]
+    front = pareto([(float(of(c)), c.accuracy) for c in scored], higher_is_better=True)  # type: ignore[arg-type]
+    return sorted((scored[i] for i in front), key=of)  # type: ignore[arg-type, return-value]
 
 
 def configuration_rows(configs: list[Configuration]) -> tuple[list[str], list[list[str]]]:
@@ -204,6 +214,10 @@ def trial_tables(records: list[Any]) -> list[Any]:
         if len([c for c in configs if c.predicted_peak is not None]) > 1:
             notes.append("Pareto front (predicted CUDA peak ↓, accuracy ↑): "
                          + "; ".join(f"{c.label}: {c.stats['sst2_accuracy'].text(100)} %" for c in front))
+        if len([c for c in configs if "train_energy_j" in c.stats]) > 1:
+            notes.append("Pareto front (training energy ↓, accuracy ↑): " + "; ".join(
+                f"{c.label}: {c.stats['sst2_accuracy'].text(100)} %, {c.stats['train_energy_j'].mean:,.0f} J"
+                for c in pareto_front(configs, "energy")))
         notes += [f"trial {i['sweep'].get('trial')} {'failed' if i.get('status') == 'failed' else i.get('status')}: "
                   f"{i.get('reason', '')}" for i in infos if i.get("status", "ok") != "ok"]
         cost = pruning_cost(infos)

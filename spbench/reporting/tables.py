@@ -23,7 +23,9 @@ BOLD_ON, BOLD_OFF, UP, DOWN, TIMES, DELTA, NONE = (chr(0xE000 + i) for i in rang
 
 # The "LoRA vs Side-LoRA" rows first, in this order; the other metrics follow in METRICS order.
 COMPARE_FIRST = ("params_backward_read", "params_with_grad", "params_trainable", "predicted_cuda_peak_bytes",
-                 "peak_bytes", "step_time_s", "flops_backward", "sst2_accuracy", "sst2_f1")
+                 "peak_bytes", "step_time_s", "flops_backward", "sst2_accuracy", "sst2_f1",
+                 "inference_time_overhead", "predicted_inference_overhead", "deploy_bytes", "energy_step_j",
+                 "train_energy_j")
 
 
 @dataclass
@@ -73,6 +75,10 @@ def scale_for(metric: Metric, values: Iterable[float]) -> Scale:
         return Scale(1, "FLOP", 0)
     if metric.unit == "ratio":
         return Scale(0.01, "%", 2)
+    if metric.unit == "factor":
+        return Scale(1, "x", 2)
+    if metric.unit == "J":
+        return Scale(1e3, "kJ", 2) if top >= 1e3 else Scale(1, "J", 2)
     return Scale(1, "", 0)  # counts stay exact: 1,536 read parameters must not show as 0.00 M
 
 
