@@ -35,7 +35,7 @@ def test_inference_predicted(benchmark: Any, memory_case: Case) -> None:
 
     def body() -> None:
         def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-            return build(case, keep_backbone_copy=True, meta=True), {}
+            return (build(case, keep_backbone_copy=True, meta=True),), {}
 
         metrics = pedantic(benchmark, predict_deployed, setup=setup, rounds=1, iterations=1)
         record(benchmark, Result.of(case, PREDICTED, metrics=metrics))
@@ -49,7 +49,8 @@ def test_inference(benchmark: Any, step_case: Case, request: Any) -> None:
     rounds = request.config.getoption("--rounds")
 
     def body() -> None:
-        built, plain = build(case, keep_backbone_copy=True)
+        built = build(case, keep_backbone_copy=True)
+        plain = built.plain
         deployed = built.method.deployable(built.model)  # its size and counts: the predicted case's
         metrics = pedantic(benchmark, measure_inference, args=(built, plain, deployed),
                            kwargs={"rounds": rounds}, rounds=1, iterations=1)

@@ -23,7 +23,8 @@ HEADER_BOUND_PER_TENSOR = 256
 def _trained_lora(method: str = "lora"):
     """A tiny-bert LoRA case whose adapters are nonzero (B starts at zero: merged or not, that
     would compute the backbone's function and prove nothing)."""
-    built, plain = build(Case(method, "tiny-bert", 2, 16), keep_backbone_copy=True)
+    built = build(Case(method, "tiny-bert", 2, 16), keep_backbone_copy=True)
+    plain = built.plain
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in built.model.named_parameters():
@@ -50,7 +51,7 @@ def test_merged_lora_has_no_parameter_overhead_and_computes_the_same(method: str
 
 
 def test_lora_adapter_file_is_its_trainable_bytes_plus_the_header() -> None:
-    built, _ = build(Case("lora", "tiny-bert", 2, 16))
+    built = build(Case("lora", "tiny-bert", 2, 16))
     state = built.method.deploy_state(built.model)
     trainable = [p for p in built.model.parameters() if p.requires_grad]
     data = sum(p.numel() * p.element_size() for p in trainable)
@@ -67,15 +68,16 @@ def test_lora_adapter_file_is_its_trainable_bytes_plus_the_header() -> None:
 
 
 def test_deploy_size_of_a_meta_build_equals_the_real_one() -> None:
-    real, _ = build(Case("lst", "tiny-bert", 2, 16))
-    meta, _ = build(Case("lst", "tiny-bert", 2, 16), meta=True)
+    real = build(Case("lst", "tiny-bert", 2, 16))
+    meta = build(Case("lst", "tiny-bert", 2, 16), meta=True)
     assert deploy_bytes(meta.method.deploy_state(meta.model)) == deploy_bytes(real.method.deploy_state(real.model))
 
 
 def test_full_copies_and_side_networks_are_stored_as_such() -> None:
     sizes = {}
     for name in ("full_ft", "mezo", "lora", "lst"):
-        built, plain = build(Case(name, "tiny-bert", 2, 16), keep_backbone_copy=True)
+        built = build(Case(name, "tiny-bert", 2, 16), keep_backbone_copy=True)
+        plain = built.plain
         sizes[name] = deploy_figures(built, plain)[1]
     weights = sum(p.numel() * p.element_size() for p in plain.parameters())
     header = 8 + HEADER_BOUND_PER_TENSOR * len(list(plain.parameters())) + 7
@@ -89,9 +91,10 @@ def test_full_copies_and_side_networks_are_stored_as_such() -> None:
 @pytest.mark.parametrize("method", methods.names())
 def test_every_method_deploys_predicted_and_measured(method: str) -> None:
     case = Case(method, "tiny-bert", 2, 16)
-    predicted = predict_deployed(*build(case, keep_backbone_copy=True, meta=True))
+    predicted = predict_deployed(build(case, keep_backbone_copy=True, meta=True))
     assert predicted["deploy_bytes"] > 0 and predicted["predicted_deploy_inference_peak_bytes"] > 0
-    built, plain = build(case, keep_backbone_copy=True)
+    built = build(case, keep_backbone_copy=True)
+    plain = built.plain
     deployed, figures = deploy_figures(built, plain)
     assert figures == {k: predicted[k] for k in figures}  # meta and real builds agree
     measured = measure_inference(built, plain, deployed, rounds=1)
@@ -107,5 +110,5 @@ def test_every_method_deploys_predicted_and_measured(method: str) -> None:
 def test_klst_keeps_more_at_inference_than_lst() -> None:
     out = {}
     for name in ("lst", "klst"):
-        out[name] = predict_deployed(*build(Case(name, "tiny-bert", 2, 16), keep_backbone_copy=True, meta=True))
+        out[name] = predict_deployed(build(Case(name, "tiny-bert", 2, 16), keep_backbone_copy=True, meta=True))
     assert out["klst"]["predicted_deploy_inference_peak_bytes"] > out["lst"]["predicted_deploy_inference_peak_bytes"]

@@ -74,14 +74,20 @@ def _forward(built: "Built", model: torch.nn.Module, batch: dict[str, torch.Tens
     return run
 
 
-def predict_deployed(built: "Built", plain: torch.nn.Module) -> dict[str, Any]:
-    """Predicted figures of the deployed model of ``built`` (built on the meta device): the
-    deploy figures, its predicted no-grad forward peak and the ratio to the backbone's."""
+def predict_deployed(built: "Built", plain: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Predicted figures of the deployed model of ``built`` (built on the meta device, with its
+    backbone copy, or ``plain`` given): the deploy figures, its predicted no-grad forward peak
+    and the ratio to the backbone's."""
+    import dataclasses
+
     from spbench.measure.predict import _fake_batch, fake_mode, predict_inference
 
+    plain = built.plain if plain is None else plain
+    if plain is None:
+        raise ValueError("predict_deployed needs the backbone's copy: build(case, keep_backbone_copy=True)")
     deployed, metrics = deploy_figures(built, plain)
     mode = fake_mode()
-    built.batch = _fake_batch(built.batch, mode)
+    built = dataclasses.replace(built, batch=_fake_batch(built.batch, mode))
     floor = predict_inference(built, plain, mode)
     peak = predict_inference(built, deployed, mode)
     metrics["predicted_deploy_inference_peak_bytes"] = peak
