@@ -256,7 +256,7 @@ def test_run_accuracy_end_to_end_on_a_tiny_sst2_folder(tmp_path: Path) -> None:
     assert info["device"] == "cpu" and info["case_id"] == "lora-minilm-l6-b4-s16"
     from spbench.case import build
 
-    meta, _ = build(result.case, meta=True)
+    meta = build(result.case, meta=True)
     trained = sum(p.numel() * p.element_size() for p in meta.model.parameters() if p.requires_grad)
     assert trained < info["deploy_bytes"] < trained + 64 * 1024  # the adapters and head, saved
     assert Result.from_extra_info(info) == result  # the JSON round trip keeps every field
