@@ -1,4 +1,4 @@
-"""The prepared GPU session of issue 14 (benchmarks/gpu/session.sh) as a CPU dry run on tiny
+"""The GPU session (benchmarks/gpu/session.sh) as a CPU dry run on tiny
 models, its carry folder, and the diagnostic's comparison, so none of it rots before a GPU."""
 
 from __future__ import annotations
