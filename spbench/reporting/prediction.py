@@ -62,7 +62,7 @@ def pairs(records: Iterable[Any], measured_on: Callable[[str], bool] = on_cuda,
     for case in sorted(measured):
         m, p = measured[case], predicted.get(case)
         if m.status != "ok" or "peak_bytes" not in m.metrics:
-            notes.append(f"`{case}`: measured {m.status}" + (f" ({m.reason})" if getattr(m, "reason", "") else ""))
+            notes.append(f"`{case}`: measured {m.status}" + (f" ({m.reason})" if m.reason else ""))
         elif p is None or p.status != "ok":
             notes.append(f"`{case}`: no prediction in these files" + ("" if p is None else f" ({p.status})"))
         else:
