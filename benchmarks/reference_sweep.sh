@@ -13,6 +13,7 @@
 #      while the best rate at the full budget is the grid's highest or lowest, one more rate half a
 #      decade beyond it (twice at most)
 #   2. the chosen rate with seeds 0, 1, 2 on the full budget     -> study ROW-best-3seeds
+#      (seed 0 is the search's own full-budget run of that rate, taken over: the same run)
 # Selection only ever reads the validation split (872 sentences carved from SST-2 train, stratified,
 # seeded, never trained on); dev is scored once per finished run and reported with a 95% bootstrap
 # interval over its sentences, and rows are compared paired on the same sentences.

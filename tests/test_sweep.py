@@ -219,6 +219,34 @@ def pruned_sweep(tiny: dict[str, str], out: Path, storage: str, study: str, *ext
 @pytest.mark.slow
 def test_pruned_search_with_two_workers_on_the_journal(tiny: dict[str, str], tmp_path: Path) -> None:
     pruned_sweep(tiny, tmp_path, str(tmp_path / "sweep.journal"), "p")
+    seeds_of_the_best(tiny, tmp_path, str(tmp_path / "sweep.journal"), "p")
+
+
+def seeds_of_the_best(tiny: dict[str, str], out: Path, storage: str, search: str) -> None:
+    """``--best-from`` the pruned search: seed 0 of the chosen rate is the search's own full-budget
+    run, taken over, not trained again; seed 1 trains. ``--retrain`` trains seed 0 anyway, and it
+    comes out the same run (validation, dev, every dev prediction), so taking it over is sound
+    (the loss curves are compared in tests/test_train.py)."""
+    base = ("--method", "full_ft", "--budget", "steps=192", "--best-from", search, "--seeds", "0,1")
+    proc = run(command(tiny, out, *base, study="best"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    best = load(storage, "best")
+    assert_each_once(best, units=2)
+    adopted = [t for t in best.trials if "adopted_from" in t.user_attrs["spbench_result"]["sweep"]]
+    assert len(adopted) == 1 and adopted[0].user_attrs["seed"] == 0
+    origin = adopted[0].user_attrs["spbench_result"]["sweep"]["adopted_from"]
+    assert origin["study"] == search and f"seed 0 taken from {search}'s trial {origin['trial']}" in proc.stdout
+    assert proc.stdout.count("seed 1 ...") == 1 and "seed 0 ..." not in proc.stdout  # only seed 1 trained
+    doc = json.loads((out / "best.json").read_text())
+    runs = {r["train_config"]["seed"]: r for r in (b["extra_info"] for b in doc["benchmarks"])
+            if r["device"] == "cpu"}
+    assert sorted(runs) == [0, 1] and runs[0]["sweep"]["study"] == "best"
+    again = run(command(tiny, out, *base, "--retrain", study="best-retrained"))
+    assert again.returncode == 0 and "taken from" not in again.stdout and "seed 0 ..." in again.stdout, again.stdout
+    retrained = {r["train_config"]["seed"]: r for r in (b["extra_info"] for b in json.loads(
+        (out / "best-retrained.json").read_text())["benchmarks"]) if r["device"] == "cpu"}
+    for key in ("val_accuracy", "sst2_accuracy", "sst2_f1", "predictions", "method_config", "train_config"):
+        assert retrained[0][key] == runs[0][key], key
 
 
 @pytest.mark.slow

@@ -274,3 +274,37 @@ def test_a_trial_key_tells_grad_checkpointing_apart_and_keeps_older_keys() -> No
     assert len(keys) == 2
     # the key a study stored for this configuration before the identity was shared
     assert config_key(plain.trial_case(config), config, plain) == "ca93a82fbdd7a26f"
+
+
+def test_adopt_takes_over_the_finished_full_budget_runs_of_another_study_that_are_its_units() -> None:
+    """A seed study over the search's best rate takes the search's own run of that rate and seed
+    (same unit key: case, resolved hyperparameters, training setup, seed) and nothing else: not a
+    pruned run, not another rate, not a run of another training setup; once, however often asked."""
+    from spbench.sweep.trials import adopt, units_of
+
+    seeds = Setup(Case("lora", "minilm-l6", 32, 64), tuple(build_space(methods.get("lora"), grid=["lr=1e-3"])),
+                  seeds=(0, 1, 2))
+    units = units_of(seeds)
+    assert sorted(seed for _, seed, _ in units.values()) == [0, 1, 2]
+    mine = {seed: unit for unit, (_, seed, _) in units.items()}
+    other_budget = units_of(Setup(seeds.case, seeds.params, seeds=(0,), budget="epochs=1"))
+    search = optuna.create_study(direction="maximize", study_name="search")
+    taken = add(search, TrialState.COMPLETE, 1e-3, 0, 0.9, **{ATTR_UNIT: mine[0]})
+    add(search, TrialState.PRUNED, 1e-3, 1, 0.95, status="pruned", **{ATTR_UNIT: mine[1]})  # stopped early
+    add(search, TrialState.COMPLETE, 3e-3, 2, 0.8)  # another rate
+    add(search, TrialState.COMPLETE, 1e-3, 2, 0.7, **{ATTR_UNIT: next(iter(other_budget))})  # another budget
+    study = optuna.create_study(direction="maximize", study_name="seeds")
+    lines: list[str] = []
+    assert adopt(study, seeds, search, log=lines.append) == 1
+    assert adopt(study, seeds, search, log=lines.append) == 0  # once
+    [trial] = study.trials
+    info = trial.user_attrs[ATTR_RESULT]
+    assert trial.state == TrialState.COMPLETE and trial.values == [0.9] and trial.params == {"lr": 1e-3}
+    assert trial.user_attrs[ATTR_UNIT] == mine[0] and trial.user_attrs[ATTR_SEED] == 0
+    assert info["sweep"]["adopted_from"] == {"study": "search", "trial": taken}
+    assert info["sweep"]["study"] == seeds.study_name and info["val_accuracy"] == 0.9
+    assert lines == [f"trial 0: seed 0 taken from search's trial {taken} (the same run, finished at the full "
+                     "budget): validation accuracy 90.00%, dev 90.00%"]
+    now = plan(study, seeds)  # seeds 1 and 2 queued to train; seed 0 done
+    assert (now.done, now.waiting, now.new_configs) == (1, 2, 0)
+    assert finished_holder(study, mine[0], 99) == 0

@@ -82,6 +82,25 @@ def test_same_seed_same_loss_curve() -> None:
     assert curves[0] != curves[2]
 
 
+@pytest.mark.parametrize("method", ["lora", "lst", "mezo"])
+def test_scoring_validation_at_the_rungs_leaves_the_run_unchanged(method: str) -> None:
+    """A pruned search scores validation at its rungs; a run that goes on past them must be the run
+    trained without them (same losses, same dev predictions), so a seed study may take it over
+    (``spbench sweep --best-from``). Dropout, MeZO's perturbations and the data order all draw
+    from seeded generators that evaluation must not touch."""
+    rows, val, dev = toy_rows(64, 0), toy_rows(16, 1), toy_rows(16, 2)
+    runs = []
+    for report_at in ((), (2, 4, 8)):
+        m, model = tiny(method)
+        seen: list[int] = []
+        res = fit(m, model, CLS, rows, dev, Budget(steps=8), batch_size=8, seed=5, measure_peak=False,
+                  val_rows=val, report_at=report_at, on_report=lambda step, _: seen.append(step) or "")
+        assert seen == list(report_at)
+        runs.append(res)
+    assert runs[0].losses == runs[1].losses and len(runs[0].losses) == 8
+    assert runs[0].predictions == runs[1].predictions and runs[0].accuracy == runs[1].accuracy
+
+
 def test_learns_a_separable_toy_task() -> None:
     train, dev = toy_rows(256, 0), toy_rows(128, 1)
     m, model = tiny("full_ft", lr=2e-3)

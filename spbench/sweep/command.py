@@ -85,7 +85,11 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--trials", type=int, default=None, help="configurations to try (tpe / nsga2)")
     g.add_argument("--best-from", metavar="STUDY", default=None,
                    help="fix the searched parameters at the best configuration of STUDY (same storage; it "
-                        "must be finished), e.g. to repeat the best learning rate with --seeds on a longer budget")
+                        "must be finished), e.g. to repeat the best learning rate with --seeds on a longer budget; "
+                        "a seed STUDY already trained with that configuration and training setup is taken "
+                        "from it, not trained again")
+    g.add_argument("--retrain", action="store_true",
+                   help="with --best-from: train every seed, also one STUDY already ran (a reproducibility check)")
     g.add_argument("--seeds", default="0", help="comma-separated training seeds, each configuration once per seed")
     g.add_argument("--pareto", action="store_true", help="two objectives: accuracy and predicted CUDA peak")
     g.add_argument("--pruner", choices=PRUNERS, default="none",
@@ -122,6 +126,8 @@ def setup_from(args: argparse.Namespace) -> Setup:
     from spbench.train import DEFAULT_CLIP, DEFAULT_CPU_BUDGET, DEFAULT_WARMUP, Budget
 
     check_ranges(trials=args.trials, warmup=args.warmup, clip=args.clip, workers=args.workers)
+    if args.retrain and not args.best_from:
+        raise InputError("--retrain goes with --best-from STUDY (it trains seeds STUDY already ran)")
     OPTION["eval_every"].check(args.eval_every)
     budget = str(Budget.parse(args.budget or DEFAULT_CPU_BUDGET))  # before --best-from opens the storage
     try:
@@ -204,6 +210,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         first = defaults_in_space(setup)
         if first:  # the method's defaults are the first configuration a model-based sampler sees
             study.enqueue_trial(first, skip_if_exists=True)
+    if args.best_from and not args.status and not args.retrain:
+        from spbench.sweep.trials import adopt
+
+        adopt(study, setup, optuna.load_study(study_name=args.best_from, storage=storage))
     result_path = out / f"{setup.study_name.replace(os.sep, '_')}.json"
     summary.header(setup, args.storage or str(out / "sweep.journal"), plan(study, setup, enqueue=False))
     if args.status:

@@ -61,13 +61,28 @@ class Param:
     def suggest(self, trial: Any) -> Any:
         """The value for this trial (the grid sampler answers from ``grid`` through the same calls)."""
         if self.is_range:
-            low, high = self.low, self.high
-            if self.grid:  # a grid may reach past the declared range: the distribution covers it
-                low, high = min(low, *self.grid), max(high, *self.grid)  # type: ignore[type-var]
+            low, high = self._bounds()
             if self.kind is int:
                 return trial.suggest_int(self.name, int(low), int(high), log=self.log)
             return trial.suggest_float(self.name, float(low), float(high), log=self.log)
         return trial.suggest_categorical(self.name, list(self.choices))
+
+    def distribution(self) -> Any:
+        """The Optuna distribution :meth:`suggest` draws from (for a trial added by hand)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if not self.is_range:
+            return CategoricalDistribution(list(self.choices))
+        low, high = self._bounds()
+        if self.kind is int:
+            return IntDistribution(int(low), int(high), log=self.log)
+        return FloatDistribution(float(low), float(high), log=self.log)
+
+    def _bounds(self) -> tuple[Any, Any]:
+        low, high = self.low, self.high
+        if self.grid:  # a grid may reach past the declared range: the distribution covers it
+            low, high = min(low, *self.grid), max(high, *self.grid)  # type: ignore[type-var]
+        return low, high
 
 
 def field_types(cls: type) -> dict[str, Any]:

@@ -396,6 +396,63 @@ def work(study: Any, setup: Setup, objective: Objective, heartbeat: bool, poll_s
         return
 
 
+def units_of(setup: Setup) -> dict[str, tuple[dict[str, Any], int, str]]:
+    """A grid sweep's units: unit key -> (the configuration's parameters, the seed, its config key)."""
+    import itertools
+
+    names = [p.name for p in setup.params]
+    out = {}
+    for point in itertools.product(*(p.grid for p in setup.params)):
+        params = dict(zip(names, point))
+        case = setup.trial_case(params)
+        try:
+            config = config_key(case, case.method_config(), setup)
+        except ValueError:  # a configuration the method refuses: nothing to take over
+            continue
+        for seed in setup.seeds:
+            out[unit_key(config, seed)] = (params, seed, config)
+    return out
+
+
+def adopt(study: Any, setup: Setup, source: Any, log: Callable[[str], None] = print) -> int:
+    """Take over the finished runs of ``source`` (another study) that are units of this grid sweep.
+
+    A unit key holds everything that decides a run but the study (the case, every resolved
+    hyperparameter, the training setup, the device, the seed), training is seeded and
+    deterministic, and a pruned search's validation scoring at its rungs leaves the weights alone
+    (tests/test_train.py). So a run of the pruned search that reached the full budget *is* the run
+    the follow-up study would train: ``--best-from STUDY --seeds 0,1,2`` trains seeds 1 and 2 and
+    adds seed 0 from STUDY, marked ``adopted_from`` in its notes. Returns how many were added."""
+    from optuna.trial import TrialState, create_trial
+
+    if setup.sampler != "grid":
+        return 0
+    wanted = units_of(setup)
+    have = {t.user_attrs.get(ATTR_UNIT) for t in study.get_trials(deepcopy=False) if own_result(t) is not None}
+    dists = {p.name: p.distribution() for p in setup.params}
+    count = 0
+    for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        unit, info = t.user_attrs.get(ATTR_UNIT), own_result(t)
+        if unit not in wanted or unit in have or info is None or info.get("status", "ok") not in ("ok", "collapsed"):
+            continue
+        params, seed, config = wanted[unit]
+        number = len(study.get_trials(deepcopy=False))
+        sweep = info.get("sweep") or {}
+        note = {**sweep, "study": setup.study_name, "trial": number,
+                "adopted_from": {"study": source.study_name, "trial": t.number}}
+        attrs = {ATTR_SEED: seed, ATTR_UNIT: unit, ATTR_CONFIG: config, ATTR_RESULT: {**info, "sweep": note}}
+        if t.user_attrs.get(ATTR_PREDICTED):
+            attrs[ATTR_PREDICTED] = t.user_attrs[ATTR_PREDICTED]
+        study.add_trial(create_trial(state=TrialState.COMPLETE, params=params, distributions=dists,
+                                     values=t.values, user_attrs=attrs))
+        have.add(unit)
+        count += 1
+        log(f"trial {number}: seed {seed} taken from {source.study_name}'s trial {t.number} (the same run, "
+            f"finished at the full budget): {setup.select_on} accuracy "
+            f"{info.get(selection_key(setup), math.nan) * 100:.2f}%, dev {info.get('sst2_accuracy', math.nan) * 100:.2f}%")
+    return count
+
+
 def best_params(study: Any, select_on: str = "validation") -> dict[str, Any]:
     """The searched parameters of a finished study's best configuration (highest mean
     validation accuracy over its seeds, at the full budget; dev's only with ``select_on="dev"``):
