@@ -308,3 +308,74 @@ def test_adopt_takes_over_the_finished_full_budget_runs_of_another_study_that_ar
     now = plan(study, seeds)  # seeds 1 and 2 queued to train; seed 0 done
     assert (now.done, now.waiting, now.new_configs) == (1, 2, 0)
     assert finished_holder(study, mine[0], 99) == 0
+
+
+def rung_trial(study: Any, state: TrialState, lr: float, values: dict[int, float], seed: int = 0) -> int:
+    """A trial of a pruned search that reported ``values`` at its rungs (a pruned one carries a
+    result saying so, as spbench's objective stores it)."""
+    user: dict[str, Any] = {ATTR_SEED: seed, ATTR_CONFIG: f"c{lr}", ATTR_UNIT: f"c{lr}/seed={seed}"}
+    if state == TrialState.PRUNED:
+        user[ATTR_RESULT] = {"status": "pruned", "val_accuracy": values[max(values)]}
+    elif state == TrialState.COMPLETE:
+        user[ATTR_RESULT] = {"status": "ok", "val_accuracy": values[max(values)]}
+    study.add_trial(create_trial(state=state, params={"lr": lr}, distributions={"lr": LR},
+                                 values=[values[max(values)]] if state == TrialState.COMPLETE else None,
+                                 intermediate_values=values, user_attrs=user))
+    return len(study.trials) - 1
+
+
+def killed_and_retried(study: Any) -> None:
+    """The reference's lora_blocks search: lr 5e-4's first run was killed after three rungs and
+    its retry reported the same values, then reached the full budget."""
+    rung_trial(study, TrialState.FAIL, 5e-4, {1: 0.8578, 2: 0.8796, 4: 0.9094})
+    rung_trial(study, TrialState.COMPLETE, 5e-4, {1: 0.8578, 2: 0.8796, 4: 0.9094, 8: 0.9106})
+
+
+def test_a_killed_run_beside_its_retry_counts_once_at_a_rung() -> None:
+    """The second best of a rung goes on, however often the best one's run was killed and retried;
+    the third best (two other runs above it) is pruned."""
+    from spbench.sweep.pruning import UNIT_ATTR, Competitors, keeps, make_pruner
+
+    assert UNIT_ATTR == ATTR_UNIT
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(setup(pruner="halving")))
+    killed_and_retried(study)
+    assert [t.number for t in Competitors(study).get_trials()] == [1]
+    second = study.ask({"lr": LR})
+    second.report(0.844, 1)
+    assert not second.should_prune()  # counted twice, 5e-4 would push it out
+    assert keeps(study.trials, study.trials[second.number])
+    study.tell(second, state=TrialState.PRUNED)
+    rung_trial(study, TrialState.COMPLETE, 3e-4, {1: 0.87, 8: 0.90})
+    third = study.ask({"lr": LR})
+    third.report(0.80, 1)
+    assert third.should_prune()
+
+
+def test_reopen_trains_again_the_pruned_trials_the_rule_now_keeps() -> None:
+    """A search pruned while a killed run counted twice: the trials that are among the best two at
+    their rung once it counts once are queued again from the start; the stopped trials leave the
+    units and results; the others (pruned by runs that do count) stay pruned; once only."""
+    from spbench.sweep.pruning import reopened
+    from spbench.sweep.trials import counted, reopen
+
+    study = optuna.create_study(direction="maximize")
+    killed_and_retried(study)
+    low = rung_trial(study, TrialState.PRUNED, 1.6e-4, {1: 0.8440})
+    high = rung_trial(study, TrialState.PRUNED, 1.6e-3, {1: 0.8681, 2: 0.8440})
+    rung_trial(study, TrialState.PRUNED, 5e-3, {1: 0.5573})
+    rung_trial(study, TrialState.PRUNED, 5e-5, {1: 0.8280})  # 5e-4, 1.6e-3 and 1.6e-4 above it
+    lines: list[str] = []
+    grid = Setup(Case("lora", "minilm-l6", 32, 64), tuple(build_space(methods.get("lora"), grid=["lr=5e-5,1.6e-4,5e-4,1.6e-3,5e-3"])),
+                 pruner="halving")
+    assert reopen(study, grid, log=lines.append) == [low, high]
+    assert reopened(study) == {low, high} and len(lines) == 2 and "trained again from the start" in lines[0]
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    assert [(params_of(t), t.user_attrs[ATTR_UNIT]) for t in queued] == [
+        ({"lr": 1.6e-4}, "c0.00016/seed=0"), ({"lr": 1.6e-3}, "c0.0016/seed=0")]
+    assert finished_holder(study, "c0.00016/seed=0", 99) is None  # no longer done
+    assert low not in [t.number for t in counted(study)]
+    now = plan(study, grid, enqueue=False)
+    assert (now.done, now.waiting) == (3, 2)
+    assert reopen(study, grid, log=lines.append) == [] and len(lines) == 2
+    assert reopen(study, Setup(grid.case, grid.params), log=lines.append) == []  # no pruner: nothing to re-decide

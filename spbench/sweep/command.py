@@ -210,6 +210,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         first = defaults_in_space(setup)
         if first:  # the method's defaults are the first configuration a model-based sampler sees
             study.enqueue_trial(first, skip_if_exists=True)
+    if not args.status:
+        from spbench.sweep.trials import reopen
+
+        reopen(study, setup)
     if args.best_from and not args.status and not args.retrain:
         from spbench.sweep.trials import adopt
 

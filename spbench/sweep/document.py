@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spbench.sweep.setup import Setup
-from spbench.sweep.trials import ATTR_CONFIG, ATTR_PREDICTED, ATTR_RESULT, ATTR_SEED
+from spbench.sweep.trials import ATTR_CONFIG, ATTR_PREDICTED, ATTR_RESULT, ATTR_SEED, counted
 
 
 def one_round_stats(seconds: float | None) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def machine_info() -> dict[str, Any]:
 def entries(study: Any) -> list[dict[str, Any]]:
     """Benchmark entries: every trial that holds a result, then each configuration's predictions."""
     out, predicted = [], {}
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+    for t in sorted(counted(study), key=lambda t: t.number):
         info = t.user_attrs.get(ATTR_RESULT)
         if info is None:
             continue

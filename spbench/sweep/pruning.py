@@ -13,6 +13,7 @@ validation accuracy there) is stored like any other trial's.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import optuna
@@ -21,6 +22,34 @@ import optuna
 # 1, 2, 4, 8 (successive halving with a reduction factor of 2 from one eighth).
 RUNGS = (1, 2, 4, 8)
 KEEP_PER_RUNG = 2  # the best configurations of every cheaper rung always reach the full budget
+
+
+UNIT_ATTR = "spbench_unit"  # spbench.sweep.trials.ATTR_UNIT: a trial's configuration and seed
+REOPENED = "spbench_reopened"  # study user attribute: pruned trials whose decision did not hold
+
+
+def reopened(study: Any) -> set[int]:
+    """Pruned trials trained again from the start (:func:`reopen`): no longer in any competition."""
+    return set(study.user_attrs.get(REOPENED, ()))
+
+
+class Competitors:
+    """The study as a pruner must see it: each run that competes at a rung, once.
+
+    Left out: a failed trial (a worker killed mid-run whose retry reports the same values again,
+    or a run whose loss became NaN) and a pruned trial trained again (:func:`reopen`). Counting
+    a killed run beside its retry would count one configuration twice at every rung it reached,
+    and push the next one out of the best two."""
+
+    def __init__(self, study: Any) -> None:
+        self._study, self._skip = study, reopened(study)
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+                if t.state != optuna.trial.TrialState.FAIL and t.number not in self._skip]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
 
 
 class KeepBest(optuna.pruners.BasePruner):
@@ -38,13 +67,33 @@ class KeepBest(optuna.pruners.BasePruner):
         self.inner, self.keep = inner, keep
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        if not self.inner.prune(study, trial):
+        live = Competitors(study)
+        # Optuna's successive halving reads the study's trials (its hyperband builds per-bracket
+        # studies from the storage, so there a killed run may still count once more: the rule
+        # below is what keeps the best two either way).
+        inner_study = live if isinstance(self.inner, optuna.pruners.SuccessiveHalvingPruner) else study
+        if not self.inner.prune(inner_study, trial):  # type: ignore[arg-type]
             return False
-        step = trial.last_step
-        value = trial.intermediate_values[step]
-        others = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False)
-                  if t.number != trial.number and step in t.intermediate_values]
-        return sum(1 for v in others if v > value) >= self.keep
+        return not keeps(study.get_trials(deepcopy=False), trial, self.keep)
+
+
+def keeps(trials: list[optuna.trial.FrozenTrial], trial: optuna.trial.FrozenTrial, keep: int = KEEP_PER_RUNG,
+          before: int | None = None) -> bool:
+    """True when ``trial`` is among the ``keep`` best values reported at its last step, each
+    configuration-and-seed counted once (a run and its retry, or a run trained again, report the
+    same values), by the trials numbered below ``before`` only, when given (those that started
+    before it)."""
+    step = trial.last_step
+    if step is None:
+        return False
+    value = trial.intermediate_values[step]
+    mine = trial.user_attrs.get(UNIT_ATTR, trial.number)
+    others: dict[Any, float] = {}
+    for t in trials:
+        unit = t.user_attrs.get(UNIT_ATTR, t.number)
+        if unit != mine and step in t.intermediate_values and (before is None or t.number < before):
+            others[unit] = max(others.get(unit, -math.inf), t.intermediate_values[step])
+    return sum(1 for v in others.values() if v > value) < keep
 
 
 def make_pruner(setup: Any) -> Any:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from spbench.sweep.setup import Setup
-from spbench.sweep.trials import ATTR_PREDICTED, ATTR_RESULT, Plan, plan, selection_key
+from spbench.sweep.trials import ATTR_PREDICTED, ATTR_RESULT, Plan, counted, plan, selection_key
 
 
 def header(setup: Setup, storage: str, now: Plan) -> None:
@@ -30,7 +30,7 @@ def footer(study: Any, setup: Setup, path: Path) -> None:
     from spbench.result import Result
     from spbench.sweep.document import write
 
-    trials = study.get_trials(deepcopy=False)
+    trials = counted(study)
     infos = [t.user_attrs[ATTR_RESULT] for t in trials if ATTR_RESULT in t.user_attrs]
     if not infos:
         print("no finished trial yet: nothing written")

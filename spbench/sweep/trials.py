@@ -217,11 +217,20 @@ def own_result(trial: Any) -> dict[str, Any] | None:
     return trial.user_attrs.get(ATTR_RESULT)
 
 
+def counted(study: Any, states: Any = None) -> list[Any]:
+    """The study's trials less the pruned ones trained again (:func:`reopen`): what units,
+    results and reports count."""
+    from spbench.sweep.pruning import reopened
+
+    skip = reopened(study)
+    return [t for t in study.get_trials(deepcopy=False, states=states) if t.number not in skip]
+
+
 def finished_holder(study: Any, unit: str, number: int) -> int | None:
     """A trial that finished ``unit`` (completed, or failed as a data point)."""
     from optuna.trial import TrialState
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)):
+    for t in counted(study, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)):
         if t.number != number and t.user_attrs.get(ATTR_UNIT) == unit and (
                 t.state == TrialState.COMPLETE or own_result(t) is not None):
             return t.number
@@ -303,7 +312,7 @@ def plan(study: Any, setup: Setup, enqueue: bool = True) -> Plan:
     """Count finished, running and waiting units; queue the seeds each started configuration lacks."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
+    trials = counted(study)
     state: dict[str, str] = {}  # unit -> done | failed | running | waiting
     configs: dict[str, dict[str, Any]] = {}
     kills: dict[str, int] = {}
@@ -396,6 +405,36 @@ def work(study: Any, setup: Setup, objective: Objective, heartbeat: bool, poll_s
         return
 
 
+def reopen(study: Any, setup: Any, log: Any = print) -> list[int]:
+    """Train again, from the start, each pruned trial that the rule now keeps.
+
+    Each pruned trial's decision is taken again against the trials that started before it, each
+    configuration and seed counted once (:func:`spbench.sweep.pruning.keeps`). A decision that no
+    longer holds was made by an older rule (one that counted a killed run beside its retry). Its configuration
+    and seed are queued again; the stopped trial stays in the storage, listed under the study's
+    ``spbench_reopened`` attribute, and is left out of the rungs, the units and the results.
+    Returns the trials reopened."""
+    from optuna.trial import TrialState
+
+    from spbench.sweep.pruning import KEEP_PER_RUNG, REOPENED, RUNGS, keeps, reopened
+
+    if setup.pruner == "none":
+        return []
+    trials = study.get_trials(deepcopy=False)
+    done = reopened(study)
+    found = [t for t in trials if t.state == TrialState.PRUNED and t.number not in done
+             and (t.user_attrs.get(ATTR_RESULT) or {}).get("status") == "pruned"
+             and keeps(trials, t, before=t.number)]
+    if not found:
+        return []
+    study.set_user_attr(REOPENED, sorted(done | {t.number for t in found}))
+    for t in found:
+        study.enqueue_trial(params_of(t), user_attrs={k: t.user_attrs[k] for k in (ATTR_SEED, ATTR_UNIT, ATTR_CONFIG)})
+        log(f"trial {t.number}: pruned at step {t.last_step} of {RUNGS[-1]} though among the best {KEEP_PER_RUNG} "
+            "runs there (an older rule counted a killed run beside its retry): trained again from the start")
+    return [t.number for t in found]
+
+
 def units_of(setup: Setup) -> dict[str, tuple[dict[str, Any], int, str]]:
     """A grid sweep's units: unit key -> (the configuration's parameters, the seed, its config key)."""
     import itertools
@@ -462,7 +501,7 @@ def best_params(study: Any, select_on: str = "validation") -> dict[str, Any]:
     from spbench.reporting.sweep import configurations
     from spbench.result import Result
 
-    trials = study.get_trials(deepcopy=False)
+    trials = counted(study)
     busy = [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     finished = {t.user_attrs.get(ATTR_UNIT) for t in trials if own_result(t) is not None}
     planned = (study.user_attrs.get("spbench_setup") or {}).get("units") or 0
