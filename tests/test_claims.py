@@ -60,7 +60,11 @@ def test_verdicts_follow_the_paired_difference_and_the_measured_ratio(tmp_path: 
     assert window.rstrip(" |").endswith("agrees")
     same = line(text, "Side-LoRA loses virtually nothing against LoRA (the slides'")
     assert "+0.00 pp [+0.00, +0.00], p = 1" in same and "agrees (not distinguishable from noise at this size)" in same
-    assert "no result yet for side_lora_team" in line(text, "Side-LoRA loses virtually nothing against LoRA (the team's")
+    team = line(text, "Side-LoRA loses virtually nothing against LoRA (the team's")
+    assert "side_lora_team: the runs of lora_blocks (the same training: tests/test_train.py::" in team
+    assert "| lora_blocks: " in team and "| 0 (the same runs)" in team and "agrees (it trains as lora_blocks" in team
+    klst_only = render(report_args([write(tmp_path / "k.json", infos[:6])], claims=True))
+    assert "no result yet for lora_blocks |" in re.sub(r" +", " ", line(klst_only, "Side-LoRA loses virtually nothing against LoRA (the team's"))
     assert "1.50x" in line(text, "9-LST is about 10% slower") and "disagrees" in line(text, "9-LST is about 10% slower")
     assert "agrees" in line(text, "Side-LoRA: 64% fewer parameters in the gradient computation (detached")
     assert "no predicted_cuda_peak_bytes" in line(text, "k-LST costs little memory")

@@ -95,6 +95,12 @@ COST_CLAIMS = (
 )
 
 
+# A row that trains exactly as another: its accuracy is the other row's runs (its time and memory
+# are its own, in the cost rows). The team's Side-LoRA has lora_blocks' gradients
+# (tests/test_methods.py) and, trained from the same seed, lora_blocks' loss curve and predictions:
+SAME_TRAINING = {"side_lora_team": ("lora_blocks", "tests/test_train.py::test_team_side_lora_trains_as_lora_blocks")}
+
+
 def accuracy_rows(records: list[Record]) -> dict[str, list[Record]]:
     """The reference's rows: study ``NAME-best-3seeds`` -> its finished runs."""
     rows: dict[str, list[Record]] = {}
@@ -112,7 +118,23 @@ def _pct(value: float) -> str:
 def accuracy_line(claim: AccuracyClaim, rows: dict[str, list[Record]]) -> list[str]:
     from spbench.reporting import stats
 
-    missing = [name for name in (claim.a, claim.b) if name not in rows]
+    same = {name: SAME_TRAINING[name] for name in (claim.a, claim.b) if name in SAME_TRAINING}
+    missing = [name for name in (claim.a, claim.b) if name not in rows and name not in same]
+    missing += [row for name, (row, _) in same.items() if row not in rows and row not in missing]
+    if missing:
+        return [claim.claim, claim.team, "not measured yet", "not measured yet", "—",
+                f"no result yet for {', '.join(missing)}"]
+    if same and {claim.a, claim.b} == {name for name in same} | {row for row, _ in same.values()}:
+        name, (row, test) = next(iter(same.items()))
+        from spbench.reporting import stats
+
+        correct, _ = stats.correctness([r.result.predictions for r in rows[row]])  # type: ignore[misc]
+        low, high = stats.interval(correct)
+        ours = f"{row}: {_pct(correct.mean())} [{_pct(low)}, {_pct(high)}] ({len(rows[row])} seeds)"
+        mine = f"{name}: the runs of {row} (the same training: {test})"
+        cells = [ours, mine] if claim.a == row else [mine, ours]
+        return [claim.claim, claim.team, *cells, "0 (the same runs)",
+                f"agrees (it trains as {row}: same gradients, same predictions)"]
     if missing:
         return [claim.claim, claim.team, "not measured yet", "not measured yet", "—",
                 f"no result yet for {', '.join(missing)}"]
