@@ -63,6 +63,10 @@ def test_verdicts_follow_the_paired_difference_and_the_measured_ratio(tmp_path: 
     team = line(text, "Side-LoRA loses virtually nothing against LoRA (the team's")
     assert "side_lora_team: the runs of lora_blocks (the same training: tests/test_train.py::" in team
     assert "| lora_blocks: " in team and "| 0 (the same runs)" in team and "agrees (it trains as lora_blocks" in team
+    own = render(report_args([write(tmp_path / "o.json", infos + [run("side_lora_team", "side_lora_team", s, better, labels)
+                                                                  for s in (0, 1, 2)])], claims=True))
+    measured = line(own, "Side-LoRA loses virtually nothing against LoRA (the team's")  # its own runs, when it has them
+    assert "side_lora_team: " in measured and "the runs of" not in measured and re.search(r"\| \+\d+\.\d+ pp \[", measured)
     klst_only = render(report_args([write(tmp_path / "k.json", infos[:6])], claims=True))
     assert "no result yet for lora_blocks |" in re.sub(r" +", " ", line(klst_only, "Side-LoRA loses virtually nothing against LoRA (the team's"))
     assert "1.50x" in line(text, "9-LST is about 10% slower") and "disagrees" in line(text, "9-LST is about 10% slower")

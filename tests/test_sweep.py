@@ -241,6 +241,8 @@ def seeds_of_the_best(tiny: dict[str, str], out: Path, storage: str, search: str
     runs = {r["train_config"]["seed"]: r for r in (b["extra_info"] for b in doc["benchmarks"])
             if r["device"] == "cpu"}
     assert sorted(runs) == [0, 1] and runs[0]["sweep"]["study"] == "best"
+    refused = run(command(tiny, out, *base, "--retrain", study="best"))
+    assert refused.returncode == 2 and "give the retrained seeds their own --study" in refused.stderr, refused.stderr
     again = run(command(tiny, out, *base, "--retrain", study="best-retrained"))
     assert again.returncode == 0 and "taken from" not in again.stdout and "seed 0 ..." in again.stdout, again.stdout
     retrained = {r["train_config"]["seed"]: r for r in (b["extra_info"] for b in json.loads(

@@ -318,9 +318,10 @@ def rung_trial(study: Any, state: TrialState, lr: float, values: dict[int, float
         user[ATTR_RESULT] = {"status": "pruned", "val_accuracy": values[max(values)]}
     elif state == TrialState.COMPLETE:
         user[ATTR_RESULT] = {"status": "ok", "val_accuracy": values[max(values)]}
+    rungs = {f"completed_rung_{step.bit_length() - 1}": v for step, v in values.items()}  # successive halving's
     study.add_trial(create_trial(state=state, params={"lr": lr}, distributions={"lr": LR},
                                  values=[values[max(values)]] if state == TrialState.COMPLETE else None,
-                                 intermediate_values=values, user_attrs=user))
+                                 intermediate_values=values, user_attrs=user, system_attrs=rungs))
     return len(study.trials) - 1
 
 
@@ -343,7 +344,8 @@ def test_a_killed_run_beside_its_retry_counts_once_at_a_rung() -> None:
     assert [t.number for t in Competitors(study).get_trials()] == [1]
     second = study.ask({"lr": LR})
     second.report(0.844, 1)
-    assert not second.should_prune()  # counted twice, 5e-4 would push it out
+    assert study.pruner.inner.prune(study, study.trials[second.number])  # halving alone stops it
+    assert not second.should_prune()  # among the best two: goes on (counted twice, 5e-4 pushed it out)
     assert keeps(study.trials, study.trials[second.number])
     study.tell(second, state=TrialState.PRUNED)
     rung_trial(study, TrialState.COMPLETE, 3e-4, {1: 0.87, 8: 0.90})
@@ -379,3 +381,52 @@ def test_reopen_trains_again_the_pruned_trials_the_rule_now_keeps() -> None:
     assert (now.done, now.waiting) == (3, 2)
     assert reopen(study, grid, log=lines.append) == [] and len(lines) == 2
     assert reopen(study, Setup(grid.case, grid.params), log=lines.append) == []  # no pruner: nothing to re-decide
+
+
+def test_reopen_leaves_alone_a_trial_the_current_rule_pruned() -> None:
+    """A trial stopped by the current rule carries it; it is never taken again, whatever the
+    numbering says (a parallel worker's later-numbered trial may have reported first)."""
+    from spbench.sweep.trials import ATTR_RULE, PRUNE_RULE, stale
+
+    study = optuna.create_study(direction="maximize")
+    rung_trial(study, TrialState.COMPLETE, 5e-4, {1: 0.88, 8: 0.91})
+    late = rung_trial(study, TrialState.PRUNED, 1.6e-4, {1: 0.85})
+    rung_trial(study, TrialState.COMPLETE, 1.6e-3, {1: 0.90, 8: 0.92})  # numbered after it, reported before it
+    assert [t.number for t in stale(study)] == [late]  # without the mark: taken again (a run's cost)
+    marked = optuna.create_study(direction="maximize")
+    rung_trial(marked, TrialState.COMPLETE, 5e-4, {1: 0.88, 8: 0.91})
+    user = {**study.trials[late].user_attrs, ATTR_RULE: PRUNE_RULE}
+    marked.add_trial(create_trial(state=TrialState.PRUNED, params={"lr": 1.6e-4}, distributions={"lr": LR},
+                                  intermediate_values={1: 0.85}, user_attrs=user))
+    assert stale(marked) == []
+
+
+def test_best_from_refuses_a_search_with_decisions_to_take_again() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("spbench_setup", {"units": 3})
+    killed_and_retried(study)
+    rung_trial(study, TrialState.PRUNED, 1.6e-4, {1: 0.8440})
+    rung_trial(study, TrialState.COMPLETE, 1.6e-3, {1: 0.86, 8: 0.90})
+    with pytest.raises(InputError, match="pruned trials to train again"):
+        best_params(study)
+
+
+def test_adopt_takes_the_study_s_own_objectives_and_leaves_a_unit_in_training_alone() -> None:
+    """A --pareto seed study takes a plain search's run with its own two objectives (accuracy,
+    predicted peak); a unit another worker is training is not taken over beside it."""
+    from spbench.sweep.trials import ATTR_PREDICTED, adopt, units_of
+
+    pareto = Setup(Case("lora", "minilm-l6", 32, 64), tuple(build_space(methods.get("lora"), grid=["lr=1e-3"])),
+                   seeds=(0, 1), pareto=True)
+    mine = {seed: unit for unit, (_, seed, _) in units_of(pareto).items()}
+    search = optuna.create_study(direction="maximize", study_name="search")
+    add(search, TrialState.COMPLETE, 1e-3, 0, 0.9, **{ATTR_UNIT: mine[0], ATTR_PREDICTED: {"predicted_cuda_peak_bytes": 5e8}})
+    add(search, TrialState.COMPLETE, 1e-3, 1, 0.8, **{ATTR_UNIT: mine[1]})  # no prediction: no second objective
+    study = optuna.create_study(directions=["maximize", "minimize"], study_name="seeds")
+    assert adopt(study, pareto, search, log=lambda _: None) == 1
+    assert study.trials[0].values == [0.9, 5e8]
+    plain = Setup(pareto.case, pareto.params, seeds=(0, 1))
+    busy = optuna.create_study(direction="maximize")
+    training = next(u for u, (_, seed, _) in units_of(plain).items() if seed == 1)
+    add(busy, TrialState.RUNNING, 1e-3, 1, **{ATTR_UNIT: training})
+    assert adopt(busy, plain, search, log=lambda _: None) == 1  # seed 0 only: seed 1 is training

@@ -118,32 +118,25 @@ def _pct(value: float) -> str:
 def accuracy_line(claim: AccuracyClaim, rows: dict[str, list[Record]]) -> list[str]:
     from spbench.reporting import stats
 
-    same = {name: SAME_TRAINING[name] for name in (claim.a, claim.b) if name in SAME_TRAINING}
-    missing = [name for name in (claim.a, claim.b) if name not in rows and name not in same]
-    missing += [row for name, (row, _) in same.items() if row not in rows and row not in missing]
-    if missing:
-        return [claim.claim, claim.team, "not measured yet", "not measured yet", "—",
-                f"no result yet for {', '.join(missing)}"]
-    if same and {claim.a, claim.b} == {name for name in same} | {row for row, _ in same.values()}:
-        name, (row, test) = next(iter(same.items()))
-        from spbench.reporting import stats
-
-        correct, _ = stats.correctness([r.result.predictions for r in rows[row]])  # type: ignore[misc]
-        low, high = stats.interval(correct)
-        ours = f"{row}: {_pct(correct.mean())} [{_pct(low)}, {_pct(high)}] ({len(rows[row])} seeds)"
-        mine = f"{name}: the runs of {row} (the same training: {test})"
-        cells = [ours, mine] if claim.a == row else [mine, ours]
-        return [claim.claim, claim.team, *cells, "0 (the same runs)",
-                f"agrees (it trains as {row}: same gradients, same predictions)"]
+    # a row without runs of its own that trains as another stands on that one's runs
+    same = {name: SAME_TRAINING[name] for name in (claim.a, claim.b) if name not in rows and name in SAME_TRAINING}
+    needed = [name for name in (claim.a, claim.b) if name not in same] + [row for row, _ in same.values()]
+    missing = list(dict.fromkeys(name for name in needed if name not in rows))
     if missing:
         return [claim.claim, claim.team, "not measured yet", "not measured yet", "—",
                 f"no result yet for {', '.join(missing)}"]
     ours = []
     correct = {}
     for name in (claim.a, claim.b):
-        correct[name], _ = stats.correctness([r.result.predictions for r in rows[name]])  # type: ignore[misc]
+        row, test = same.get(name, (name, ""))
+        correct[name], _ = stats.correctness([r.result.predictions for r in rows[row]])  # type: ignore[misc]
         low, high = stats.interval(correct[name])
-        ours.append(f"{name}: {_pct(correct[name].mean())} [{_pct(low)}, {_pct(high)}] ({len(rows[name])} seeds)")
+        ours.append(f"{name}: the runs of {row} (the same training: {test})" if test else
+                    f"{name}: {_pct(correct[name].mean())} [{_pct(low)}, {_pct(high)}] ({len(rows[row])} seeds)")
+    used = [same.get(name, (name, ""))[0] for name in (claim.a, claim.b)]
+    if used[0] == used[1]:  # one side stands on the other's runs
+        return [claim.claim, claim.team, *ours, "0 (the same runs)",
+                f"agrees (it trains as {used[0]}: the same gradients, and the same predictions where tested)"]
     pair = stats.paired(correct[claim.a], correct[claim.b])
     diff = (f"{pair.difference * 100:+.2f} pp [{pair.low * 100:+.2f}, {pair.high * 100:+.2f}], "
             f"p = {pair.p_value:.3g}")

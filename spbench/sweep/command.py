@@ -214,10 +214,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from spbench.sweep.trials import reopen
 
         reopen(study, setup)
-    if args.best_from and not args.status and not args.retrain:
-        from spbench.sweep.trials import adopt
+    if args.best_from and not args.status:
+        from spbench.sweep.trials import adopt, adopted
 
-        adopt(study, setup, optuna.load_study(study_name=args.best_from, storage=storage))
+        if not args.retrain:
+            adopt(study, setup, optuna.load_study(study_name=args.best_from, storage=storage))
+        elif adopted(study):
+            raise InputError(f"--retrain: study {setup.study_name!r} already took runs over from another study "
+                             f"(trials {', '.join(map(str, adopted(study)))}); give the retrained seeds their own --study")
     result_path = out / f"{setup.study_name.replace(os.sep, '_')}.json"
     summary.header(setup, args.storage or str(out / "sweep.journal"), plan(study, setup, enqueue=False))
     if args.status:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spbench.sweep.setup import Setup
-from spbench.sweep.trials import ATTR_CONFIG, ATTR_PREDICTED, ATTR_RESULT, ATTR_SEED, counted
+from spbench.sweep.trials import ATTR_CONFIG, ATTR_PREDICTED, ATTR_RESULT, ATTR_SEED, ATTR_UNIT, counted
 
 
 def one_round_stats(seconds: float | None) -> dict[str, Any]:
@@ -48,12 +48,16 @@ def machine_info() -> dict[str, Any]:
 
 
 def entries(study: Any) -> list[dict[str, Any]]:
-    """Benchmark entries: every trial that holds a result, then each configuration's predictions."""
-    out, predicted = [], {}
+    """Benchmark entries: every trial that holds a result (the first of each configuration and
+    seed: two sweeps taking one run over at once may both store it), then each configuration's
+    predictions."""
+    out, predicted, units = [], {}, set()
     for t in sorted(counted(study), key=lambda t: t.number):
         info = t.user_attrs.get(ATTR_RESULT)
-        if info is None:
+        unit = t.user_attrs.get(ATTR_UNIT, t.number)
+        if info is None or unit in units:
             continue
+        units.add(unit)
         seed = t.user_attrs.get(ATTR_SEED)
         params = {**t.params, "seed": seed}
         out.append({

@@ -75,7 +75,7 @@ class Progress:
 
     def update(self) -> None:
         now = plan(self.study, self.setup, enqueue=False)
-        for t in self.study.get_trials(deepcopy=False):
+        for t in counted(self.study):
             info = t.user_attrs.get(ATTR_RESULT)
             if info is None or t.number in self.seen:
                 continue

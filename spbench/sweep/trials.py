@@ -43,6 +43,8 @@ ATTR_CLAIM = "spbench_claim"
 ATTR_INTERRUPTED = "spbench_interrupted"
 ATTR_RESULT = "spbench_result"
 ATTR_PREDICTED = "spbench_predicted"
+ATTR_RULE = "spbench_prune_rule"  # the pruning rule that stopped a trial (absent: an older one)
+PRUNE_RULE = 2  # 2: each configuration and seed counts once at a rung (spbench.sweep.pruning.keeps)
 OWNERLESS_AFTER_S = 120  # a running trial that never named its worker is dead after this
 
 
@@ -173,6 +175,7 @@ class Objective:
             """Tell Optuna the validation accuracy at this rung; its pruner answers."""
             trial.report(scores["accuracy"], rungs[fraction])
             if trial.should_prune():
+                trial.set_user_attr(ATTR_RULE, PRUNE_RULE)  # decided by this rule: never reopened
                 return (f"pruned at {fraction:g} of the budget ({setup.select_on} accuracy "
                         f"{scores['accuracy'] * 100:.2f}%)")
             return ""
@@ -405,29 +408,39 @@ def work(study: Any, setup: Setup, objective: Objective, heartbeat: bool, poll_s
         return
 
 
-def reopen(study: Any, setup: Any, log: Any = print) -> list[int]:
-    """Train again, from the start, each pruned trial that the rule now keeps.
-
-    Each pruned trial's decision is taken again against the trials that started before it, each
-    configuration and seed counted once (:func:`spbench.sweep.pruning.keeps`). A decision that no
-    longer holds was made by an older rule (one that counted a killed run beside its retry). Its configuration
-    and seed are queued again; the stopped trial stays in the storage, listed under the study's
-    ``spbench_reopened`` attribute, and is left out of the rungs, the units and the results.
-    Returns the trials reopened."""
+def stale(study: Any) -> list[Any]:
+    """Pruned trials whose decision no longer holds: stopped by an older rule (they carry no
+    ``ATTR_RULE``) though among the best at their rung, each configuration and seed counted once,
+    against the trials numbered before them (a killed run and its retry had counted twice). Trial
+    numbers are the order trials started, not always the order they reported (parallel workers),
+    so with several workers an older decision may be taken again needlessly: it costs a run,
+    never a wrong choice."""
     from optuna.trial import TrialState
 
-    from spbench.sweep.pruning import KEEP_PER_RUNG, REOPENED, RUNGS, keeps, reopened
+    from spbench.sweep.pruning import keeps, reopened
+
+    trials = study.get_trials(deepcopy=False)
+    done = reopened(study)
+    return [t for t in trials if t.state == TrialState.PRUNED and t.number not in done
+            and ATTR_RULE not in t.user_attrs and (t.user_attrs.get(ATTR_RESULT) or {}).get("status") == "pruned"
+            and keeps(trials, t, before=t.number)]
+
+
+def reopen(study: Any, setup: Any, log: Any = print) -> list[int]:
+    """Train again, from the start, each :func:`stale` pruned trial.
+
+    Its configuration and seed are queued again; the stopped trial stays in the storage, listed
+    under the study's ``spbench_reopened`` attribute, and is left out of the rungs, the units,
+    the results and the search's cost (what it trained was the older rule's waste, not this
+    search's). Returns the trials reopened."""
+    from spbench.sweep.pruning import KEEP_PER_RUNG, REOPENED, RUNGS, reopened
 
     if setup.pruner == "none":
         return []
-    trials = study.get_trials(deepcopy=False)
-    done = reopened(study)
-    found = [t for t in trials if t.state == TrialState.PRUNED and t.number not in done
-             and (t.user_attrs.get(ATTR_RESULT) or {}).get("status") == "pruned"
-             and keeps(trials, t, before=t.number)]
+    found = stale(study)
     if not found:
         return []
-    study.set_user_attr(REOPENED, sorted(done | {t.number for t in found}))
+    study.set_user_attr(REOPENED, sorted(reopened(study) | {t.number for t in found}))
     for t in found:
         study.enqueue_trial(params_of(t), user_attrs={k: t.user_attrs[k] for k in (ATTR_SEED, ATTR_UNIT, ATTR_CONFIG)})
         log(f"trial {t.number}: pruned at step {t.last_step} of {RUNGS[-1]} though among the best {KEEP_PER_RUNG} "
@@ -453,6 +466,11 @@ def units_of(setup: Setup) -> dict[str, tuple[dict[str, Any], int, str]]:
     return out
 
 
+def adopted(study: Any) -> list[int]:
+    """The trials :func:`adopt` took over from another study."""
+    return [t.number for t in counted(study) if "adopted_from" in ((own_result(t) or {}).get("sweep") or {})]
+
+
 def adopt(study: Any, setup: Setup, source: Any, log: Callable[[str], None] = print) -> int:
     """Take over the finished runs of ``source`` (another study) that are units of this grid sweep.
 
@@ -467,12 +485,18 @@ def adopt(study: Any, setup: Setup, source: Any, log: Callable[[str], None] = pr
     if setup.sampler != "grid":
         return 0
     wanted = units_of(setup)
-    have = {t.user_attrs.get(ATTR_UNIT) for t in study.get_trials(deepcopy=False) if own_result(t) is not None}
+    have = {t.user_attrs.get(ATTR_UNIT) for t in counted(study)  # finished, or training now
+            if own_result(t) is not None or t.state == TrialState.RUNNING}
     dists = {p.name: p.distribution() for p in setup.params}
     count = 0
-    for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for t in counted(source, states=(TrialState.COMPLETE,)):
         unit, info = t.user_attrs.get(ATTR_UNIT), own_result(t)
         if unit not in wanted or unit in have or info is None or info.get("status", "ok") not in ("ok", "collapsed"):
+            continue
+        values = [info.get(selection_key(setup))]
+        if setup.pareto:  # the study's objectives, whatever the source's were
+            values.append((t.user_attrs.get(ATTR_PREDICTED) or {}).get("predicted_cuda_peak_bytes"))
+        if any(v is None for v in values):
             continue
         params, seed, config = wanted[unit]
         number = len(study.get_trials(deepcopy=False))
@@ -483,7 +507,7 @@ def adopt(study: Any, setup: Setup, source: Any, log: Callable[[str], None] = pr
         if t.user_attrs.get(ATTR_PREDICTED):
             attrs[ATTR_PREDICTED] = t.user_attrs[ATTR_PREDICTED]
         study.add_trial(create_trial(state=TrialState.COMPLETE, params=params, distributions=dists,
-                                     values=t.values, user_attrs=attrs))
+                                     values=[float(v) for v in values], user_attrs=attrs))
         have.add(unit)
         count += 1
         log(f"trial {number}: seed {seed} taken from {source.study_name}'s trial {t.number} (the same run, "
@@ -505,6 +529,9 @@ def best_params(study: Any, select_on: str = "validation") -> dict[str, Any]:
     busy = [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     finished = {t.user_attrs.get(ATTR_UNIT) for t in trials if own_result(t) is not None}
     planned = (study.user_attrs.get("spbench_setup") or {}).get("units") or 0
+    if stale(study):
+        raise InputError(f"study {study.study_name!r} has pruned trials to train again under the current pruning "
+                         "rule: run its search command again first")
     if busy or len(finished) < planned:
         raise InputError(f"study {study.study_name!r} has not finished ({len(finished)} of {planned} runs; "
                          f"trials {busy or 'none'} running or queued): finish it first (run its command again)")
