@@ -5,6 +5,7 @@ which running trials recovery treats as dead."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -430,3 +431,24 @@ def test_adopt_takes_the_study_s_own_objectives_and_leaves_a_unit_in_training_al
     training = next(u for u, (_, seed, _) in units_of(plain).items() if seed == 1)
     add(busy, TrialState.RUNNING, 1e-3, 1, **{ATTR_UNIT: training})
     assert adopt(busy, plain, search, log=lambda _: None) == 1  # seed 0 only: seed 1 is training
+
+
+def test_studies_lists_each_study_of_a_storage_with_its_runs_and_best() -> None:
+    from spbench.sweep.summary import studies
+
+    storage = optuna.storages.InMemoryStorage()
+    search = optuna.create_study(direction="maximize", study_name="lora-lr-pruned", storage=storage)
+    search.set_user_attr("spbench_setup", {"units": 3})
+    add(search, TrialState.COMPLETE, 1e-3, 0, 0.90, dev=0.88)
+    add(search, TrialState.COMPLETE, 3e-3, 0, 0.85)
+    add(search, TrialState.PRUNED, 1e-4, 0, 0.60, status="pruned")
+    seeds = optuna.create_study(direction="maximize", study_name="lora-best-3seeds", storage=storage)
+    add(seeds, TrialState.RUNNING, 1e-3, 1)
+    add(seeds, TrialState.WAITING, 1e-3, 2)
+    text = studies(storage)
+    first = next(line for line in text.splitlines() if line.startswith("lora-lr-pruned"))
+    assert re.split(r"\s{2,}", first)[1:5] == ["2 of 3", "1", "0", "0"]
+    assert "lora (lr=0.001): validation 90.00, dev 88.00 (1)" in first
+    second = next(line for line in text.splitlines() if line.startswith("lora-best-3seeds"))
+    assert re.split(r"\s{2,}", second)[1:7] == ["0", "0", "0", "1", "1", "—"]
+    assert studies(optuna.storages.InMemoryStorage()) == "no study in this storage"

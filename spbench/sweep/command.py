@@ -7,6 +7,7 @@
     spbench sweep --method lora --grid lr --storage postgresql://user@host/db   # on every machine
     spbench sweep --method lora --grid lr --budget epochs=1 --pruner halving     # chosen at the full budget
     spbench sweep --method lora --best-from STUDY --seeds 0,1,2 --budget epochs=1  # repeat the best
+    spbench sweep --studies --out out/sweep                                        # what the storage holds
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def add_parser(sub: Any) -> None:
                        epilog="examples:\n" + "\n".join("  " + line.strip() for line in (__doc__ or "").splitlines()
                                                          if line.strip().startswith("spbench sweep")))
     g = p.add_argument_group("what to train")
-    g.add_argument("--method", required=True, help="registry key, see `spbench list`")
+    g.add_argument("--method", default=None, help="registry key, see `spbench list` (required but with --studies)")
     g.add_argument("--backbone", default="minilm-l6", help="default: %(default)s")
     g.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
     g.add_argument("--seq-len", type=int, default=64, help="max token length (default: %(default)s)")
@@ -115,6 +116,9 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--max-retry", type=int, default=DEFAULT_MAX_RETRY,
                    help="re-runs of a trial whose worker died before it is given up (default: %(default)s)")
     g.add_argument("--status", action="store_true", help="print the study's progress and results, train nothing")
+    g.add_argument("--studies", action="store_true",
+                   help="list every study in the storage (runs finished, pruned, failed, training, queued; the best so "
+                        "far), train nothing")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -197,6 +201,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep prints each trial's outcome itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if args.studies:
+        where = Path(args.storage or Path(args.out) / "sweep.journal")
+        if "://" not in str(args.storage or "") and not where.exists():
+            raise InputError(f"no storage at {where}: pass --out DIR or --storage PATH_OR_URL")
+        print(summary.studies(open_storage(args.storage, Path(args.out), args.heartbeat, args.max_retry)))
+        return 0
+    if not args.method:
+        raise InputError("--method is required (or --studies, to list the storage's studies)")
     setup = setup_from(args)
     if not args.status:
         from spbench.data import load_sst2

@@ -92,3 +92,42 @@ class Progress:
             self.log(f"trial {t.number}: {params}, seed {note.get('seed')}: {score}")
         self._bar.update(self.task, completed=now.done + now.failed,
                          state=f"{now.running} running, {now.waiting} queued, {now.failed} failed")
+
+
+def studies(storage: Any) -> str:
+    """Every study in a storage, a line each: its runs (finished of planned, pruned, failed,
+    training, queued), the best configuration so far by the selection split with its dev
+    accuracy, and when a run last finished (``spbench sweep --studies``)."""
+    import optuna
+    from optuna.trial import TrialState
+    from tabulate import tabulate
+
+    from spbench.reporting.sweep import configurations
+    from spbench.result import Result
+
+    rows = []
+    for summary in sorted(optuna.get_all_study_summaries(storage, include_best_trial=False),
+                          key=lambda s: s.datetime_start or 0):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = counted(study)
+        infos = [t.user_attrs[ATTR_RESULT] for t in trials if ATTR_RESULT in t.user_attrs]
+        status = [i.get("status", "ok") for i in infos]
+        planned = (study.user_attrs.get("spbench_setup") or {}).get("units")
+        best = "—"
+        scored = [c for c in configurations(map(Result.from_extra_info, infos)) if c.stats]
+        if scored and scored[0].selection > float("-inf"):
+            top = scored[0]
+            val = top.stats.get(top.select)
+            best = (f"{top.label}: validation {val.mean * 100:.2f}" if val else top.label) + (
+                f", dev {top.accuracy * 100:.2f}" if top.accuracy > float("-inf") else "") + f" ({len(top.seeds)})"
+        ended = [t.datetime_complete for t in trials if t.datetime_complete and ATTR_RESULT in t.user_attrs]
+        rows.append([summary.study_name,
+                     f"{sum(s in ('ok', 'collapsed') for s in status)}" + (f" of {planned}" if planned else ""),
+                     sum(s == "pruned" for s in status), sum(s not in ("ok", "collapsed", "pruned") for s in status),
+                     sum(t.state == TrialState.RUNNING for t in trials), sum(t.state == TrialState.WAITING for t in trials),
+                     best, max(ended).strftime("%Y-%m-%d %H:%M") if ended else "—"])
+    if not rows:
+        return "no study in this storage"
+    return tabulate(rows, headers=["study", "finished", "pruned", "failed", "training", "queued",
+                                   "best so far (selection split; seeds)", "last finished"],
+                    tablefmt="simple", disable_numparse=True)
