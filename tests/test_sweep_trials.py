@@ -452,3 +452,21 @@ def test_studies_lists_each_study_of_a_storage_with_its_runs_and_best() -> None:
     second = next(line for line in text.splitlines() if line.startswith("lora-best-3seeds"))
     assert re.split(r"\s{2,}", second)[1:7] == ["0", "0", "0", "1", "1", "—"]
     assert studies(optuna.storages.InMemoryStorage()) == "no study in this storage"
+
+
+def test_a_document_predicts_again_what_an_older_schema_predicted() -> None:
+    """A study's predicted figures are the case's and the code's, not a run's: one stored under a
+    schema that gave them another meaning is predicted again (same case, same configuration),
+    so the study's document reports beside newer ones; a current one is kept as stored."""
+    from spbench.result import SCHEMA_VERSION
+    from spbench.sweep.document import current_prediction
+    from spbench.sweep.trials import predicted_info
+
+    now = predicted_info(Case("lora", "tiny-bert", 2, 16, overrides=(("lr", "0.001"), ("targets", "blocks"))))
+    assert current_prediction(now) is now
+    old = {**now, "schema_version": 1, "predicted_cuda_peak_bytes": 1}
+    again = current_prediction(old)
+    assert again["schema_version"] == SCHEMA_VERSION and again["predicted_cuda_peak_bytes"] == now["predicted_cuda_peak_bytes"]
+    assert again["case_id"] == now["case_id"] and again["method_config"] == now["method_config"]
+    gone = {**old, "method": "no_such_method"}
+    assert current_prediction(gone) is gone  # no longer predictable: kept as stored

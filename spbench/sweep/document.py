@@ -70,10 +70,45 @@ def entries(study: Any) -> list[dict[str, Any]]:
         if t.user_attrs.get(ATTR_PREDICTED) and config not in predicted:
             predicted[config] = (t.params, t.user_attrs[ATTR_PREDICTED])
     for params, info in predicted.values():
+        info = current_prediction(info)
         out.append({"group": study.study_name, "name": f"predicted[{info['case_id']}]",
                     "fullname": f"spbench sweep::{study.study_name}::predicted", "params": dict(params),
                     "param": "predicted", "extra_info": info, "options": {}, "stats": one_round_stats(0.0)})
     return out
+
+
+def current_prediction(info: dict[str, Any]) -> dict[str, Any]:
+    """A configuration's predicted figures as this spbench predicts them. They are deterministic
+    figures of the case and the code, not of a trial's run: a study whose trials predicted them
+    under an older schema, one that gave them another meaning (``spbench.result.SCHEMA_CHANGES``),
+    gets them predicted again, so its document reports beside newer ones. Kept as stored when the
+    case no longer predicts (an error is never the document's end)."""
+    from spbench.result import METRICS, SCHEMA_VERSION, Result, meaning
+    from spbench.sweep.trials import predicted_info
+
+    version = int(info.get("schema_version", SCHEMA_VERSION))
+    if all(meaning(k, version) == meaning(k, SCHEMA_VERSION) for k in info if k in METRICS):
+        return info
+    import dataclasses
+
+    from spbench import methods
+    from spbench.sweep.setup import _text
+
+    try:
+        case = Result.from_extra_info(info).case
+        defaults = _as_json(methods.get(case.method)().config())
+        given = _as_json(info.get("method_config") or {})
+        case = dataclasses.replace(case, overrides=tuple(sorted(
+            (k, _text(v)) for k, v in given.items() if defaults.get(k) != v)))
+        if _as_json(case.method_config()) != given:  # not the configuration it was: keep what was stored
+            return info
+        return predicted_info(case)
+    except (RuntimeError, ValueError, NotImplementedError):
+        return info
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
 
 
 def document(study: Any, setup: Setup) -> dict[str, Any]:

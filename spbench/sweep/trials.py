@@ -153,16 +153,21 @@ class Objective:
     def predicted(self, case: Any, config: str) -> dict[str, Any]:
         """The deterministic predicted figures of a configuration (one record, computed once)."""
         if config not in self._predicted:
-            from spbench.measure.predict import predict
-            from spbench.result import PREDICTED, Result
-
             try:
-                metrics, built = predict(case)
-                self._predicted[config] = Result.of(case, PREDICTED, metrics=metrics, notes=built.notes).to_extra_info()
+                self._predicted[config] = predicted_info(case)
             except (RuntimeError, ValueError, NotImplementedError) as exc:  # recorded, never fatal
                 self.log(f"no predicted figures for {case.id}: {type(exc).__name__}: {exc}")
                 self._predicted[config] = {}
         return self._predicted[config]
+
+
+def predicted_info(case: Any) -> dict[str, Any]:
+    """The predicted figures of ``case`` as a result record (``extra_info``), by this code."""
+    from spbench.measure.predict import predict
+    from spbench.result import PREDICTED, Result
+
+    metrics, built = predict(case)
+    return Result.of(case, PREDICTED, metrics=metrics, notes=built.notes).to_extra_info()
 
     def _train(self, case: Any, seed: int, note: dict[str, Any], trial: Any) -> dict[str, Any]:
         from spbench.sweep.pruning import RUNGS
