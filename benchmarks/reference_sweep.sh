@@ -4,6 +4,7 @@
 #
 #   benchmarks/reference_sweep.sh                       # every row below, in turn
 #   benchmarks/reference_sweep.sh lst klst-k1 klst-k3   # some rows
+#   benchmarks/reference_sweep.sh --report              # documents and reports from the storage, no training
 #
 # The protocol, per row:
 #   1. its declared learning-rate grid (a tenth to ten times the method's default, two rates per
@@ -36,6 +37,11 @@ declare -A METHOD=(
 declare -A SETS=([klst-k1]="--set k=1" [klst-k3]="--set k=3")
 declare -A BUDGET=([mezo]="steps=20000")  # MeZO needs many more, cheaper steps (>= 20,000)
 ROWS=(full_ft lora lora_blocks side_lora lst klst-k1 klst-k3 mezo mezo_lst)
+REPORT_ONLY=0
+if [ "${1:-}" = "--report" ]; then  # rewrite each study's document from the storage, render, train nothing
+  REPORT_ONLY=1
+  shift
+fi
 if [ $# -eq 0 ]; then
   set -- "${ROWS[@]}"
 fi
@@ -55,6 +61,12 @@ for row in "$@"; do
   sets=(${SETS[$row]:-})
   budget="${BUDGET[$row]:-epochs=1}"
   common=(--method "$method" "${sets[@]}" --budget "$budget" --out "$OUT" "${EXTRA[@]}")
+  if [ "$REPORT_ONLY" = 1 ]; then  # a study not in the storage yet is skipped
+    spbench sweep "${common[@]}" --grid lr --pruner halving --study "$row-lr-pruned" --status >/dev/null 2>&1 || true
+    spbench sweep "${common[@]}" --best-from "$row-lr-pruned" --seeds 0,1,2 --study "$row-best-3seeds" \
+      --status >/dev/null 2>&1 || true
+    continue
+  fi
   spbench sweep "${common[@]}" --grid lr --pruner halving --study "$row-lr-pruned"
   for _ in 1 2; do
     grid=$(beyond_edge "$OUT/$row-lr-pruned.json")

@@ -241,6 +241,10 @@ def seeds_of_the_best(tiny: dict[str, str], out: Path, storage: str, search: str
     runs = {r["train_config"]["seed"]: r for r in (b["extra_info"] for b in doc["benchmarks"])
             if r["device"] == "cpu"}
     assert sorted(runs) == [0, 1] and runs[0]["sweep"]["study"] == "best"
+    missing = run(command(tiny, out, *base, "--status", study="nope"))
+    assert missing.returncode == 2 and "--status: no study 'nope' in this storage" in missing.stderr, missing.stderr
+    with pytest.raises(KeyError):
+        load(storage, "nope")  # --status made nothing
     refused = run(command(tiny, out, *base, "--retrain", study="best"))
     assert refused.returncode == 2 and "give the retrained seeds their own --study" in refused.stderr, refused.stderr
     again = run(command(tiny, out, *base, "--retrain", study="best-retrained"))

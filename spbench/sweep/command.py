@@ -217,6 +217,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     storage = open_storage(args.storage, out, args.heartbeat, args.max_retry)
     heartbeat = isinstance(storage, optuna.storages.RDBStorage)
+    if args.status and setup.study_name not in optuna.get_all_study_names(storage):  # train nothing, make nothing
+        names = ", ".join(optuna.get_all_study_names(storage)) or "none"
+        raise InputError(f"--status: no study {setup.study_name!r} in this storage (it has: {names})")
     study = open_study(setup, storage)
     if setup.sampler != "grid" and not study.trials:
         first = defaults_in_space(setup)
