@@ -160,15 +160,6 @@ class Objective:
                 self._predicted[config] = {}
         return self._predicted[config]
 
-
-def predicted_info(case: Any) -> dict[str, Any]:
-    """The predicted figures of ``case`` as a result record (``extra_info``), by this code."""
-    from spbench.measure.predict import predict
-    from spbench.result import PREDICTED, Result
-
-    metrics, built = predict(case)
-    return Result.of(case, PREDICTED, metrics=metrics, notes=built.notes).to_extra_info()
-
     def _train(self, case: Any, seed: int, note: dict[str, Any], trial: Any) -> dict[str, Any]:
         from spbench.sweep.pruning import RUNGS
         from spbench.train import Budget, run_accuracy
@@ -194,6 +185,15 @@ def predicted_info(case: Any) -> dict[str, Any]:
             return failure_info(case, exc, note, setup)
         result.notes["sweep"] = note
         return result.to_extra_info()
+
+
+def predicted_info(case: Any) -> dict[str, Any]:
+    """The predicted figures of ``case`` as a result record (``extra_info``), by this code."""
+    from spbench.measure.predict import predict
+    from spbench.result import PREDICTED, Result
+
+    metrics, built = predict(case)
+    return Result.of(case, PREDICTED, metrics=metrics, notes=built.notes).to_extra_info()
 
 
 def selection_key(setup: Setup) -> str:
