@@ -25,7 +25,14 @@ def journal_lines(path: Path) -> list[bytes]:
 
 @pytest.fixture
 def journal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    """A study's journal as ``--status`` leaves it: its creation and its setup, two whole lines."""
+    """A study's journal as a sweep starts it (its creation and its setup, two whole lines), made
+    without training; ``--status`` then reads it."""
+    from spbench.cli import build_parser
+    from spbench.sweep.command import setup_from
+    from spbench.sweep.setup import open_storage, open_study
+
+    args = build_parser().parse_args(["sweep", "--method", "lora", "--grid", "lr=1e-4,3e-4", "--out", str(tmp_path)])
+    open_study(setup_from(args), open_storage(None, tmp_path))
     assert status(capsys, tmp_path)[0] == 0
     path = tmp_path / "sweep.journal"
     assert len(journal_lines(path)) >= 2
