@@ -83,3 +83,17 @@ def test_the_committed_claims_table_is_what_its_command_writes(monkeypatch) -> N
     assert sources
     monkeypatch.chdir(ROOT)
     assert render(report_args(sources, claims=True)) == text
+
+
+def test_the_readme_summary_is_the_committed_claims_table() -> None:
+    """README's claims summary lists each claim of reports/accuracy/claims.md with its figure and
+    verdict, as the table has them (README is not where a verdict is decided)."""
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    table = [cells(row) for row in (ROOT / "reports" / "accuracy" / "claims.md").read_text().splitlines()
+             if row.startswith("| ") and not row.startswith("| claim")]
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- claims summary", 1)[1].split("<!-- /claims summary -->", 1)[0]
+    summary = [cells(row) for row in block.splitlines()[1:] if row.startswith("| ") and not row.startswith("| claim")]
+    assert summary == [[c[0], c[4], c[5]] for c in table]
