@@ -29,7 +29,7 @@ REOPENED = "spbench_reopened"  # study user attribute: pruned trials whose decis
 
 
 def reopened(study: Any) -> set[int]:
-    """Pruned trials trained again from the start (:func:`reopen`): no longer in any competition."""
+    """Pruned trials trained again from the start (``spbench.sweep.trials.reopen``): no longer in any competition."""
     return set(study.user_attrs.get(REOPENED, ()))
 
 
@@ -37,7 +37,7 @@ class Competitors:
     """The study as a pruner must see it: each run that competes at a rung, once.
 
     Left out: a failed trial (a worker killed mid-run whose retry reports the same values again,
-    or a run whose loss became NaN) and a pruned trial trained again (:func:`reopen`). Counting
+    or a run whose loss became NaN) and a pruned trial trained again (``trials.reopen``). Counting
     a killed run beside its retry would count one configuration twice at every rung it reached,
     and push the next one out of the best two."""
 
