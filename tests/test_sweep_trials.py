@@ -402,6 +402,15 @@ def test_reopen_leaves_alone_a_trial_the_current_rule_pruned() -> None:
     assert stale(marked) == []
 
 
+def test_best_from_says_when_no_configuration_finished_ok() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("spbench_setup", {"units": 2})
+    add(study, TrialState.COMPLETE, 1e-3, 0, 0.5, status="collapsed")
+    add(study, TrialState.PRUNED, 3e-3, 0, 0.6, status="pruned")
+    with pytest.raises(InputError, match="no configuration that finished ok"):
+        best_params(study)
+
+
 def test_best_from_refuses_a_search_with_decisions_to_take_again() -> None:
     study = optuna.create_study(direction="maximize")
     study.set_user_attr("spbench_setup", {"units": 3})

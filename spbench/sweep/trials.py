@@ -543,9 +543,11 @@ def best_params(study: Any, select_on: str = "validation") -> dict[str, Any]:
     key = "val_accuracy" if select_on == "validation" else "sst2_accuracy"
     results = [own_result(t) for t in trials if own_result(t) is not None]
     scored = [c for c in configurations(map(Result.from_extra_info, results), select=key) if key in c.stats]
-    if not scored and key == "val_accuracy" and any("sst2_accuracy" in r for r in results):
+    if not scored and key == "val_accuracy" and not any("val_accuracy" in r for r in results) \
+            and any("sst2_accuracy" in r for r in results):
         raise InputError(f"study {study.study_name!r} has no validation accuracy (its runs selected on dev); "
                          "re-run it, or pass --select-on dev to take its best by the reported split")
     if not scored:
-        raise InputError(f"study {study.study_name!r} has no run with an accuracy to take the best from")
+        raise InputError(f"study {study.study_name!r} has no configuration that finished ok (every run failed, "
+                         "collapsed to one class or was pruned): no best to take")
     return dict(scored[0].params)
