@@ -459,7 +459,7 @@ def test_studies_lists_each_study_of_a_storage_with_its_runs_and_best() -> None:
     assert re.split(r"\s{2,}", first)[1:5] == ["2 of 3", "1", "0", "0"]
     assert "lora (lr=0.001): validation 90.00, dev 88.00 (1)" in first
     second = next(line for line in text.splitlines() if line.startswith("lora-best-3seeds"))
-    assert re.split(r"\s{2,}", second)[1:7] == ["0", "0", "0", "1", "1", "—"]
+    assert re.split(r"\s{2,}", second)[1:8] == ["0", "0", "0", "1", "1", "—", "0.00"]
     assert studies(optuna.storages.InMemoryStorage()) == "no study in this storage"
 
 

@@ -97,7 +97,8 @@ class Progress:
 def studies(storage: Any) -> str:
     """Every study in a storage, a line each: its runs (finished of planned, pruned, failed,
     training, queued), the best configuration so far by the selection split with its dev
-    accuracy, and when a run last finished (``spbench sweep --studies``)."""
+    accuracy, the hours its runs trained (a run taken over from another study counted there),
+    and when a run last finished (``spbench sweep --studies``)."""
     import optuna
     from optuna.trial import TrialState
     from tabulate import tabulate
@@ -121,13 +122,14 @@ def studies(storage: Any) -> str:
             best = (f"{top.label}: validation {val.mean * 100:.2f}" if val else top.label) + (
                 f", dev {top.accuracy * 100:.2f}" if top.accuracy > float("-inf") else "") + f" ({len(top.seeds)})"
         ended = [t.datetime_complete for t in trials if t.datetime_complete and ATTR_RESULT in t.user_attrs]
+        spent = sum(float(i.get("train_time_s") or 0.0) for i in infos if "adopted_from" not in (i.get("sweep") or {}))
         rows.append([summary.study_name,
                      f"{sum(s in ('ok', 'collapsed') for s in status)}" + (f" of {planned}" if planned else ""),
                      sum(s == "pruned" for s in status), sum(s not in ("ok", "collapsed", "pruned") for s in status),
                      sum(t.state == TrialState.RUNNING for t in trials), sum(t.state == TrialState.WAITING for t in trials),
-                     best, max(ended).strftime("%Y-%m-%d %H:%M") if ended else "—"])
+                     best, f"{spent / 3600:.2f}", max(ended).strftime("%Y-%m-%d %H:%M") if ended else "—"])
     if not rows:
         return "no study in this storage"
     return tabulate(rows, headers=["study", "finished", "pruned", "failed", "training", "queued",
-                                   "best so far (selection split; seeds)", "last finished"],
+                                   "best so far (selection split; seeds)", "training [h]", "last finished"],
                     tablefmt="simple", disable_numparse=True)
