@@ -217,12 +217,14 @@ def pruned_sweep(tiny: dict[str, str], out: Path, storage: str, study: str, *ext
 
 
 @pytest.mark.slow
-def test_pruned_search_with_two_workers_on_the_journal(tiny: dict[str, str], tmp_path: Path) -> None:
+def test_pruned_search_with_two_workers_on_the_journal(tiny: dict[str, str], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     pruned_sweep(tiny, tmp_path, str(tmp_path / "sweep.journal"), "p")
-    seeds_of_the_best(tiny, tmp_path, str(tmp_path / "sweep.journal"), "p")
+    seeds_of_the_best(tiny, tmp_path, str(tmp_path / "sweep.journal"), "p", capsys)
 
 
-def seeds_of_the_best(tiny: dict[str, str], out: Path, storage: str, search: str) -> None:
+def seeds_of_the_best(tiny: dict[str, str], out: Path, storage: str, search: str,
+                      capsys: pytest.CaptureFixture[str]) -> None:
     """``--best-from`` the pruned search: seed 0 of the chosen rate is the search's own full-budget
     run, taken over, not trained again; seed 1 trains. ``--retrain`` trains seed 0 anyway, and it
     comes out the same run (validation, dev, every dev prediction), so taking it over is sound
@@ -241,13 +243,16 @@ def seeds_of_the_best(tiny: dict[str, str], out: Path, storage: str, search: str
     runs = {r["train_config"]["seed"]: r for r in (b["extra_info"] for b in doc["benchmarks"])
             if r["device"] == "cpu"}
     assert sorted(runs) == [0, 1] and runs[0]["sweep"]["study"] == "best"
-    missing = run(command(tiny, out, *base, "--status", study="nope"))
-    assert missing.returncode == 2 and "--status: no study 'nope' in this storage" in missing.stderr, missing.stderr
+    from spbench.cli import main
+
+    capsys.readouterr()
+    assert main(command(tiny, out, *base, "--status", study="nope")[3:]) == 2  # in this process: no start-up
+    assert "--status: no study 'nope' in this storage" in capsys.readouterr().err
     with pytest.raises(KeyError):
         load(storage, "nope")  # --status made nothing
-    refused = run(command(tiny, out, *base, "--retrain", study="best"))
-    assert refused.returncode == 2 and "give the retrained seeds their own --study" in refused.stderr, refused.stderr
-    again = run(command(tiny, out, *base, "--retrain", study="best-retrained"))
+    assert main(command(tiny, out, *base, "--retrain", study="best")[3:]) == 2
+    assert "give the retrained seeds their own --study" in capsys.readouterr().err
+    again = run(command(tiny, out, *base[:-1], "0", "--retrain", study="best-retrained"))  # seed 0 only
     assert again.returncode == 0 and "taken from" not in again.stdout and "seed 0 ..." in again.stdout, again.stdout
     retrained = {r["train_config"]["seed"]: r for r in (b["extra_info"] for b in json.loads(
         (out / "best-retrained.json").read_text())["benchmarks"]) if r["device"] == "cpu"}

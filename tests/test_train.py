@@ -382,16 +382,16 @@ def test_team_side_lora_trains_as_lora_blocks() -> None:
     """The team's Side-LoRA has lora_blocks' gradients (tests/test_methods.py); trained from the
     same seed on the same rows it follows the same loss curve (float32 rounding apart) and ends
     with the same predictions, so the reference's accuracy row of lora_blocks stands for it
-    (``spbench.reporting.claims.SAME_TRAINING``); its time and memory are measured on their own."""
+    (``spbench.reporting.claims.SAME_TRAINING``); its time and memory are measured on their own.
+    (The slides' detached form has other gradients: tests/test_methods.py.)"""
     train, dev = toy_rows(256, 0), toy_rows(128, 1)
     runs = []
-    for method in ("lora_blocks", "side_lora_team", "side_lora"):
+    for method in ("lora_blocks", "side_lora_team"):
         torch.manual_seed(0)
         m, model = tiny(method, lr=5e-3)
         runs.append(fit(m, model, CLS, train, dev, Budget(epochs=16), batch_size=16, seed=0, measure_peak=False))
-    lora, team, detached = runs
+    lora, team = runs
     assert lora.status == team.status == "ok" and len(lora.losses) == len(team.losses) == 256
     assert sum(lora.losses[-8:]) / 8 < 0.8 * lora.losses[0]  # it learned: the curves compared are not flat
     assert lora.losses == pytest.approx(team.losses, rel=1e-3, abs=1e-5)
     assert lora.predictions == team.predictions and lora.accuracy == team.accuracy
-    assert detached.losses != pytest.approx(lora.losses, rel=1e-3, abs=1e-5)  # the slides' form: another optimiser
